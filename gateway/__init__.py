@@ -1,0 +1,1 @@
+"""LLM gateway core: schema, providers, pipeline and emulators. Imports no Ray."""

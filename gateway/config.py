@@ -1,0 +1,155 @@
+"""The gateway's configuration file: providers, model catalog, server settings; load, validate, resolve offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+log = logging.getLogger("gateway.config")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+OFFLINE_API_KEY = "offline-emulator-key"  # noqa: S105 - not a secret: the emulator accepts any bearer token
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Seconds. `read` bounds upstream silence between bytes; `total` bounds a whole call."""
+
+    connect: float = Field(default=5.0, gt=0)
+    read: float = Field(default=60.0, gt=0)
+    total: float = Field(default=300.0, gt=0)
+
+
+class ProviderConfig(_Strict):
+    kind: Literal["openai"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    timeouts: Timeouts = Timeouts()
+    max_connections: int = Field(default=1000, ge=1)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
+class Capabilities(_Strict):
+    tools: bool = True
+    json_mode: bool = True
+    images: bool = False
+    streaming: bool = True
+    prefill: bool = False
+
+
+class ModelEntry(_Strict):
+    """A public model name and where it is served."""
+
+    provider: str
+    upstream: str
+    kind: Literal["chat", "embedding"] = "chat"
+    api: Literal["chat", "responses"] = "chat"
+    context_window: int = Field(default=128_000, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1)
+    capabilities: Capabilities = Capabilities()
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int = Field(default=1000, ge=1)
+    max_queued_requests: int = Field(default=2000, ge=-1)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+
+class EmulatorConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8900, ge=0, le=65535)
+    ttft_ms: int = Field(default=0, ge=0)
+    inter_token_ms: int = Field(default=0, ge=0)
+
+
+class GatewayConfig(_Strict):
+    offline: Literal["auto", True, False] = "auto"
+    server: ServerConfig = ServerConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelEntry]
+
+    @model_validator(mode="after")
+    def _models_name_providers(self) -> GatewayConfig:
+        for name, entry in self.models.items():
+            if entry.provider not in self.providers:
+                raise ValueError(f"models.{name}.provider: unknown provider `{entry.provider}`")
+            if entry.kind == "embedding" and entry.api != "chat":
+                raise ValueError(f"models.{name}.api: embedding models have no `{entry.api}` API")
+        return self
+
+    @property
+    def is_offline(self) -> bool:
+        if self.offline == "auto":
+            return not any(p.has_credentials for p in self.providers.values())
+        return bool(self.offline)
+
+    def resolved(self, emulator_url: str | None) -> GatewayConfig:
+        """This config with every provider pointed at the emulator when offline."""
+        if not self.is_offline:
+            return self
+        if emulator_url is None:
+            raise ConfigError("offline mode needs a running emulator (no emulator URL given)")
+        base = emulator_url.rstrip("/")
+        providers = {
+            name: p.model_copy(update={"base_url": f"{base}/{p.kind}/v1", "api_key": SecretStr(OFFLINE_API_KEY)})
+            for name, p in self.providers.items()
+        }
+        return self.model_copy(update={"providers": providers, "offline": True})
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and field."""
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def parse_config(data: Any, source: str = "<config>") -> GatewayConfig:
+    """Validate already-loaded YAML/JSON data; `${VAR}` and `${VAR:-default}` are expanded first."""
+    try:
+        return GatewayConfig.model_validate(_expand_env(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | Path | None = None) -> GatewayConfig:
+    """Load the config file (default: the bundled offline-capable config)."""
+    file = Path(path) if path else default_config_path()
+    try:
+        data = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    return parse_config(data, str(file))
+
+
+def default_config_path() -> Path:
+    return Path(__file__).parent / "defaults" / "gateway.yaml"

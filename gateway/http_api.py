@@ -1,0 +1,143 @@
+"""The HTTP surface of one replica (FastAPI, no Ray): OpenAI-compatible endpoints and the native streaming API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from gateway.config import GatewayConfig
+from gateway.pipeline import Pipeline
+from gateway.schema import ChatRequest, ChatResponse, ErrorKind, GatewayError, StreamEvent, validation_error
+from gateway.streaming import with_heartbeats
+from gateway.wire import native, openai_in, openai_out
+
+log = logging.getLogger("gateway.http")
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(openai_out._dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+def error_response(exc: GatewayError) -> Response:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    if exc.provider:
+        headers["x-gateway-provider"] = exc.provider
+    return _json(openai_out.error_body(exc), exc.status_code, headers)
+
+
+def _route_headers(provider: str, model: str, attempts: int) -> dict[str, str]:
+    return {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts)}
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise validation_error("body", f"not valid JSON ({exc})") from None
+
+
+class HttpApi:
+    """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
+
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
+        self._config = config
+        self._pipeline = pipeline
+        self._heartbeat = config.server.heartbeat_interval_s
+
+    async def _stream(
+        self, request: ChatRequest, encode: Callable[[StreamEvent], bytes], http: Request
+    ) -> Response:
+        """Peek the first event (an error before it is an HTTP error), then stream with heartbeats."""
+        events = self._pipeline.stream(request)
+        try:
+            first = await anext(events)
+        except StopAsyncIteration:
+            raise GatewayError(ErrorKind.INVALID_RESPONSE, "the upstream stream ended before it started") from None
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+
+        async def body() -> AsyncIterator[bytes]:
+            yield encode(first)
+            async for event in with_heartbeats(events, self._heartbeat):
+                chunk = encode(event)
+                if chunk:
+                    yield chunk
+
+        headers = dict(SSE_HEADERS)
+        if first.type == "start":
+            headers.update(_route_headers(first.provider, first.upstream_model, first.attempt))
+        return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+    async def chat_completions(self, http: Request) -> Response:
+        request, include_usage = openai_in.parse_chat(await _body(http), http.headers)
+        if request.stream:
+            encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
+            return await self._stream(request, encoder.encode, http)
+        response: ChatResponse = await self._pipeline.complete(request)
+        headers = _route_headers(response.provider, response.upstream_model, response.attempts)
+        headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
+        return _json(openai_out.chat_completion(response), headers=headers)
+
+    async def native_chat(self, http: Request) -> Response:
+        body = await _body(http)
+        if not isinstance(body, dict):
+            raise validation_error("body", "the request body must be a JSON object")
+        try:
+            request = ChatRequest.model_validate({**body, "stream": True})
+        except ValidationError as exc:
+            raise openai_in._pydantic_error(exc) from None
+        return await self._stream(request, native.encode_event, http)
+
+    async def embeddings(self, http: Request) -> Response:
+        request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
+        response = await self._pipeline.embed(request)
+        headers = _route_headers(response.provider, response.upstream_model, 1)
+        return _json(openai_out.embeddings(response, encoding), headers=headers)
+
+    async def models(self, http: Request) -> Response:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": entry.provider,
+             "kind": entry.kind, "context_window": entry.context_window}
+            for name, entry in self._config.models.items()
+        ]
+        return _json({"object": "list", "data": data})
+
+    def app(self) -> FastAPI:
+        api = FastAPI(title="LLM Gateway", docs_url=None, redoc_url=None)
+
+        @api.exception_handler(GatewayError)
+        async def _gateway_error(_: Request, exc: GatewayError) -> Response:
+            return error_response(exc)
+
+        @api.exception_handler(Exception)
+        async def _unexpected(_: Request, exc: Exception) -> Response:
+            log.exception("unhandled error")
+            return error_response(GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}"))
+
+        api.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
+        api.add_api_route("/v1/gateway/chat", self.native_chat, methods=["POST"])
+        api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
+        api.add_api_route("/v1/models", self.models, methods=["GET"])
+
+        @api.get("/healthz")
+        async def healthz() -> JSONResponse:
+            return JSONResponse({"status": "ok"})
+
+        @api.get("/readyz")
+        async def readyz() -> JSONResponse:
+            return JSONResponse({"status": "ready", "offline": self._config.offline is True,
+                                 "models": len(self._config.models)})
+
+        return api

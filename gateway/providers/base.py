@@ -1,0 +1,42 @@
+"""The provider seam: what every adapter offers, and the catalog target it is called with."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.config import ModelEntry
+from gateway.schema import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One catalog model on one provider: the public name and how the provider knows it."""
+
+    name: str
+    provider: str
+    entry: ModelEntry
+
+    @property
+    def upstream(self) -> str:
+        return self.entry.upstream
+
+
+class Provider(Protocol):
+    """An adapter translates only: request → native call, native answer → normalized, SDK errors → GatewayError.
+
+    Retries, fallbacks, breakers, budgets and telemetry wrap adapters from outside. `stream`
+    yields a StartEvent once the upstream accepted the call, then deltas, then exactly one
+    FinishEvent — or raises GatewayError (truncated_stream when the terminal marker is missing).
+    """
+
+    name: str
+
+    async def complete(self, request: ChatRequest, target: Target) -> ChatResponse: ...
+
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]: ...
+
+    async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse: ...
+
+    async def aclose(self) -> None: ...

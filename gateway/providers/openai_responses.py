@@ -1,0 +1,117 @@
+"""Translation between the normalized schema and the OpenAI Responses API (input items, output items, events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.providers.base import Target
+from gateway.providers.openai_chat import image_url
+from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
+
+TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
+
+
+def _content_parts(message: Message) -> str | list[dict[str, Any]]:
+    out_type = "output_text" if message.role == "assistant" else "input_text"
+    if not isinstance(message.content, list):
+        return message.content or ""
+    parts: list[dict[str, Any]] = []
+    for part in message.content:
+        if part.type == "text":
+            parts.append({"type": out_type, "text": part.text})
+        else:
+            image: dict[str, Any] = {"type": "input_image", "image_url": image_url(part)}
+            if part.detail:
+                image["detail"] = part.detail
+            parts.append(image)
+    return parts
+
+
+def input_items(request: ChatRequest) -> tuple[str | None, list[dict[str, Any]]]:
+    """(instructions, input items): system messages become instructions, tool turns become call items."""
+    system = [m.text() for m in request.messages if m.role == "system"]
+    items: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            items.append({"type": "function_call_output", "call_id": m.tool_call_id, "output": m.text()})
+            continue
+        if m.content is not None and (m.role != "assistant" or m.text()):
+            items.append({"role": m.role, "content": _content_parts(m)})
+        for call in m.tool_calls:
+            items.append({"type": "function_call", "call_id": call.id, "name": call.name, "arguments": call.arguments})
+    return ("\n\n".join(system) if system else None), items
+
+
+def responses_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[str, Any]:
+    """The keyword arguments for `client.responses.create`."""
+    instructions, items = input_items(request)
+    params: dict[str, Any] = {"model": target.upstream, "input": items, "store": False}
+    if instructions is not None:
+        params["instructions"] = instructions
+    if request.tools:
+        tools = []
+        for t in request.tools:
+            tool: dict[str, Any] = {"type": "function", "name": t.name, "parameters": t.parameters}
+            if t.description:
+                tool["description"] = t.description
+            tool["strict"] = bool(t.strict)
+            tools.append(tool)
+        params["tools"] = tools
+        if isinstance(request.tool_choice, NamedToolChoice):
+            params["tool_choice"] = {"type": "function", "name": request.tool_choice.name}
+        elif request.tool_choice is not None:
+            params["tool_choice"] = request.tool_choice
+        if request.parallel_tool_calls is not None:
+            params["parallel_tool_calls"] = request.parallel_tool_calls
+    for key in ("temperature", "top_p"):
+        value = getattr(request, key)
+        if value is not None:
+            params[key] = value
+    if request.max_tokens is not None:
+        params["max_output_tokens"] = request.max_tokens
+    fmt = request.response_format
+    if fmt is not None and fmt.type == "json_object":
+        params["text"] = {"format": {"type": "json_object"}}
+    elif fmt is not None and fmt.type == "json_schema":
+        spec: dict[str, Any] = {"type": "json_schema", "name": fmt.name or "response", "schema": fmt.json_schema}
+        if fmt.strict is not None:
+            spec["strict"] = fmt.strict
+        params["text"] = {"format": spec}
+    if stream:
+        params["stream"] = True
+    return params
+
+
+def usage_from_responses(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    in_details = getattr(usage, "input_tokens_details", None)
+    out_details = getattr(usage, "output_tokens_details", None)
+    return Usage(
+        input_tokens=usage.input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cached_input_tokens=getattr(in_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(out_details, "reasoning_tokens", None) or 0,
+    )
+
+
+def output_of(response: Any) -> tuple[str | None, tuple[ToolCall, ...]]:
+    """Text and tool calls from a Responses `output` list."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for item in response.output or ():
+        if item.type == "message":
+            texts.extend(c.text for c in item.content if getattr(c, "type", None) == "output_text")
+        elif item.type == "function_call":
+            calls.append(ToolCall(id=item.call_id, name=item.name, arguments=item.arguments or ""))
+    return ("".join(texts) if texts else None), tuple(calls)
+
+
+def finish_reason_of(response: Any, has_calls: bool) -> str:
+    """Normalized finish reason for a Responses result (status + incomplete_details)."""
+    if response.status == "incomplete":
+        reason = getattr(response.incomplete_details, "reason", None)
+        return "content_filter" if reason == "content_filter" else "length"
+    return "tool_calls" if has_calls else "stop"

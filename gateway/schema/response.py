@@ -1,0 +1,30 @@
+"""The normalized chat response."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.schema.chat import ToolCall
+from gateway.schema.usage import Usage
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "budget_exceeded"]
+
+
+class ChatResponse(BaseModel):
+    """One completed answer: text and/or tool calls, why it ended, what it cost in tokens, who served it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: FinishReason
+    usage: Usage
+    provider: str
+    model: str
+    upstream_model: str
+    attempts: int = 1
+    latency_ms: float = 0.0
+    created: int = 0
