@@ -207,7 +207,8 @@ class OpenAIProvider:
     # -- embeddings -----------------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
-        params: dict[str, Any] = {"model": target.upstream, "input": list(request.texts), "encoding_format": "base64"}
+        # encoding_format left unset: the SDK then asks for base64 and decodes it (the compact wire form)
+        params: dict[str, Any] = {"model": target.upstream, "input": list(request.texts)}
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
         try:

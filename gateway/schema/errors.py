@@ -66,6 +66,15 @@ _SEMANTICS: dict[ErrorKind, tuple[bool, bool, int, str]] = {
 }
 
 
+# The client-facing `error.code` where OpenAI clients already look for a specific one.
+_OPENAI_CODES = {
+    ErrorKind.RATE_LIMITED: "rate_limit_exceeded",
+    ErrorKind.QUOTA_EXCEEDED: "insufficient_quota",
+    ErrorKind.CONTEXT_LENGTH: "context_length_exceeded",
+    ErrorKind.CONTENT_FILTERED: "content_filter",
+}
+
+
 class GatewayError(Exception):
     """An error the gateway can classify, retry, fall back on, report and bill.
 
@@ -98,7 +107,7 @@ class GatewayError(Exception):
         self.model = model
         self.retry_after = retry_after
         self.status_code = status_code if status_code is not None else sem[2]
-        self.code = code if code is not None else self.kind.value
+        self.code = code if code is not None else _OPENAI_CODES.get(self.kind, self.kind.value)
         self.param = param
         self.provider_code = provider_code
         self.usage = usage

@@ -1,0 +1,72 @@
+"""One gateway on one Ray instance for the whole test session, configured offline against the emulator."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+
+from launcher.runtime import apply_ray_env
+
+apply_ray_env()  # before anything imports ray
+
+from gateway.config import parse_config  # noqa: E402
+from launcher import runtime  # noqa: E402
+from launcher.cli import wait_http  # noqa: E402
+from tests.support import catalog_with_faults  # noqa: E402
+
+HEARTBEAT_S = 0.15
+READ_TIMEOUT_S = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url: str) -> str:
+    config = parse_config({
+        "offline": True,
+        "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": 1},
+        "providers": {
+            "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
+            # a patient provider, so a test can tell client-disconnect cancellation from a read timeout
+            "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
+        },
+        "models": {**catalog_with_faults(),
+                   "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"}},
+    }, "tests/serve").resolved(emulator_url)
+    runtime.start_ray(num_cpus=2)
+    try:
+        base = runtime.deploy(config)
+        assert wait_http(f"{base}/readyz", 120), "gateway did not become ready"
+        yield base
+    finally:
+        runtime.stop_ray()
+
+
+@pytest.fixture()
+def gw(gateway_url: str):
+    from openai import OpenAI
+
+    with OpenAI(base_url=f"{gateway_url}/v1", api_key="any-token", max_retries=0, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture()
+def upstream(emulator_url: str):
+    """The official SDK pointed straight at the emulator: the answer the gateway must reproduce."""
+    from openai import OpenAI
+
+    with OpenAI(base_url=f"{emulator_url}/openai/v1", api_key="sk-test", max_retries=0, timeout=20) as client:
+        yield client
+
+
+def get_json(url: str) -> object:
+    import json
+
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+        return json.loads(r.read())
