@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 log = logging.getLogger("gateway.config")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-OFFLINE_API_KEY = "offline-emulator-key"  # noqa: S105 - not a secret: the emulator accepts any bearer token
+OFFLINE_API_KEY = "offline-emulator-key"
 
 
 class _Strict(BaseModel):

@@ -55,9 +55,7 @@ class HttpApi:
         self._pipeline = pipeline
         self._heartbeat = config.server.heartbeat_interval_s
 
-    async def _stream(
-        self, request: ChatRequest, encode: Callable[[StreamEvent], bytes], http: Request
-    ) -> Response:
+    async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes], http: Request) -> Response:
         """Peek the first event (an error before it is an HTTP error), then stream with heartbeats."""
         events = self._pipeline.stream(request)
         try:
@@ -108,8 +106,14 @@ class HttpApi:
 
     async def models(self, http: Request) -> Response:
         data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": entry.provider,
-             "kind": entry.kind, "context_window": entry.context_window}
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": entry.provider,
+                "kind": entry.kind,
+                "context_window": entry.context_window,
+            }
             for name, entry in self._config.models.items()
         ]
         return _json({"object": "list", "data": data})
@@ -137,7 +141,8 @@ class HttpApi:
 
         @api.get("/readyz")
         async def readyz() -> JSONResponse:
-            return JSONResponse({"status": "ready", "offline": self._config.offline is True,
-                                 "models": len(self._config.models)})
+            return JSONResponse(
+                {"status": "ready", "offline": self._config.offline is True, "models": len(self._config.models)}
+            )
 
         return api

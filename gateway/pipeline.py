@@ -1,7 +1,8 @@
-"""The request pipeline of one replica: resolve the model, check capabilities, call the adapter, time and shape the result."""
+"""The request pipeline of one replica: resolve the model, check capabilities, call the adapter, shape the result."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -38,7 +39,9 @@ def check_capabilities(request: ChatRequest, target: Target) -> None:
         raise validation_error("stream", f"model `{target.name}` does not support streaming")
     limit = target.entry.max_output_tokens
     if limit is not None and request.max_tokens is not None and request.max_tokens > limit:
-        raise validation_error("max_tokens", f"{request.max_tokens} exceeds the {limit} output tokens of `{target.name}`")
+        raise validation_error(
+            "max_tokens", f"{request.max_tokens} exceeds the {limit} output tokens of `{target.name}`"
+        )
 
 
 class Pipeline:
@@ -52,7 +55,17 @@ class Pipeline:
         started = time.perf_counter()
         target = self._registry.target(request.model)
         check_capabilities(request, target)
-        response = await self._registry.provider(target.provider).complete(request, target)
+        total = self._registry.timeouts(target.provider).total
+        try:
+            async with asyncio.timeout(total):
+                response = await self._registry.provider(target.provider).complete(request, target)
+        except TimeoutError:
+            raise GatewayError(
+                ErrorKind.TIMEOUT,
+                f"no answer within the total timeout of {total:g} s",
+                provider=target.provider,
+                model=target.name,
+            ) from None
         latency = (time.perf_counter() - started) * 1000
         return response.model_copy(update={"attempts": 1, "latency_ms": latency})
 
@@ -66,10 +79,19 @@ class Pipeline:
         target = self._registry.target(request.model)
         check_capabilities(request, target)
         events = self._registry.provider(target.provider).stream(request, target)
+        deadline = started + self._registry.timeouts(target.provider).total
         deltas = 0
         begun = False
         try:
             async for event in events:
+                if time.perf_counter() > deadline:  # silence is bounded by the read timeout; this bounds trickling
+                    raise GatewayError(
+                        ErrorKind.TRUNCATED_STREAM if begun else ErrorKind.TIMEOUT,
+                        "the stream exceeded its total timeout",
+                        provider=target.provider,
+                        model=target.name,
+                        usage=Usage(output_tokens=deltas),
+                    )
                 if isinstance(event, TextDelta | ToolCallDelta):
                     deltas += 1
                     yield event
@@ -99,7 +121,9 @@ class Pipeline:
         target = self._registry.target(request.model, kind="embedding")
         dims = target.entry.dimensions
         if request.dimensions is not None and dims is not None and request.dimensions > dims:
-            raise validation_error("dimensions", f"{request.dimensions} exceeds the {dims} dimensions of `{target.name}`")
+            raise validation_error(
+                "dimensions", f"{request.dimensions} exceeds the {dims} dimensions of `{target.name}`"
+            )
         response = await self._registry.provider(target.provider).embed(request, target)
         return response.model_copy(update={"latency_ms": (time.perf_counter() - started) * 1000})
 

@@ -28,7 +28,7 @@ def wait_http(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback URL we built
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return True
         except OSError:
@@ -39,9 +39,20 @@ def wait_http(url: str, timeout: float) -> bool:
 def start_emulator(config: GatewayConfig) -> tuple[subprocess.Popen[bytes], str]:
     emu = config.emulator
     url = f"http://{emu.host}:{emu.port}"
-    proc = subprocess.Popen(  # noqa: S603 - our own module
-        [sys.executable, "-m", "gateway.emulators", "--host", emu.host, "--port", str(emu.port),
-         "--ttft-ms", str(emu.ttft_ms), "--inter-token-ms", str(emu.inter_token_ms)],
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.emulators",
+            "--host",
+            emu.host,
+            "--port",
+            str(emu.port),
+            "--ttft-ms",
+            str(emu.ttft_ms),
+            "--inter-token-ms",
+            str(emu.inter_token_ms),
+        ],
     )
     if not wait_http(f"{url}/health", 30):
         proc.terminate()
@@ -53,10 +64,10 @@ def _example(base: str) -> str:
     return (
         "Try it:\n"
         f"  curl -s {base}/v1/chat/completions -H 'authorization: Bearer any' -H 'content-type: application/json' \\\n"
-        "    -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}'\n"
+        '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}\'\n'
         f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{base}/v1', api_key='any'); "
         "print(c.chat.completions.create(model='gpt-4o-mini', messages=[{'role':'user','content':'hello'}])"
-        ".choices[0].message.content)\""
+        '.choices[0].message.content)"'
     )
 
 
@@ -68,8 +79,11 @@ def serve_foreground(config: GatewayConfig, state: Path) -> int:
     emulator_url = None
     if config.is_offline:
         emulator, emulator_url = start_emulator(config)
-        log.warning("OFFLINE MODE: no provider credentials configured; every provider is served by the local "
-                    "emulator at %s (no keys, no internet). Set e.g. OPENAI_API_KEY to use real providers.", emulator_url)
+        log.warning(
+            "OFFLINE MODE: no provider credentials configured; every provider is served by the local "
+            "emulator at %s (no keys, no internet). Set e.g. OPENAI_API_KEY to use real providers.",
+            emulator_url,
+        )
     else:
         log.info("online mode: providers %s", ", ".join(config.providers))
     stop = {"now": False}
@@ -114,7 +128,7 @@ def cmd_up(args: argparse.Namespace, config: GatewayConfig) -> int:
         argv += ["--config", args.config]
     log_path = state.with_suffix(".log")
     with log_path.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://{config.server.host}:{config.server.port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:

@@ -7,6 +7,7 @@ import pytest
 from gateway.emulators import Emulator, EmulatorSettings
 from tests.support import SLOW_FIRST_TOKEN_MS
 
+
 @pytest.fixture(scope="session")
 def emulator() -> Emulator:
     emu = Emulator(EmulatorSettings(slow_first_token_ms=SLOW_FIRST_TOKEN_MS, hang_cap_s=30, stall_cap_s=30))

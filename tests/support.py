@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-FAULTS = ("429", "429-no-retry-after", "quota", "401", "500-once", "503", "reset", "hang", "slow-first-token",
-          "cut", "stall", "malformed", "no-done", "context-length", "content-filter")
+FAULTS = (
+    "429",
+    "429-no-retry-after",
+    "quota",
+    "401",
+    "500-once",
+    "503",
+    "reset",
+    "hang",
+    "slow-first-token",
+    "cut",
+    "stall",
+    "malformed",
+    "no-done",
+    "context-length",
+    "content-filter",
+)
 SLOW_FIRST_TOKEN_MS = 700
 
 
@@ -13,8 +28,12 @@ def catalog_with_faults() -> dict:
         "gpt-4o-mini": {"provider": "openai", "upstream": "gpt-4o-mini", "capabilities": {"images": True}},
         "gpt-4.1-mini": {"provider": "openai", "upstream": "gpt-4.1-mini", "api": "responses"},
         "no-tools": {"provider": "openai", "upstream": "gpt-4o-mini", "capabilities": {"tools": False}},
-        "text-embedding-3-small": {"provider": "openai", "upstream": "text-embedding-3-small", "kind": "embedding",
-                                   "dimensions": 1536},
+        "text-embedding-3-small": {
+            "provider": "openai",
+            "upstream": "text-embedding-3-small",
+            "kind": "embedding",
+            "dimensions": 1536,
+        },
     }
     for fault in FAULTS:
         for base, api in (("gpt-4o-mini", "chat"), ("gpt-4.1-mini", "responses")):

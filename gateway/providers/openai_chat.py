@@ -7,8 +7,13 @@ from typing import Any
 from gateway.providers.base import Target
 from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, ToolSpec, Usage
 
-FINISH_REASONS = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
-                  "content_filter": "content_filter"}
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
 
 
 def image_url(part: ContentPart) -> str:
@@ -100,21 +105,21 @@ def chat_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[s
     return params
 
 
-def usage_from_openai(usage: Any) -> Usage:
-    """OpenAI chat usage already follows the gateway convention (prompt includes cached, completion includes reasoning)."""
-    if usage is None:
+def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
+    """OpenAI chat usage follows the gateway convention already (input includes cached, output includes reasoning)."""
+    if not usage:
         return Usage()
-    prompt_details = getattr(usage, "prompt_tokens_details", None)
-    completion_details = getattr(usage, "completion_tokens_details", None)
     return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cached_input_tokens=(getattr(prompt_details, "cached_tokens", None) or 0),
-        reasoning_tokens=(getattr(completion_details, "reasoning_tokens", None) or 0),
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        cached_input_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0,
+        reasoning_tokens=(usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0,
     )
 
 
-def tool_calls_from_openai(calls: Any) -> tuple[ToolCall, ...]:
+def tool_calls_from_openai(calls: list[dict[str, Any]] | None) -> tuple[ToolCall, ...]:
     if not calls:
         return ()
-    return tuple(ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "") for c in calls)
+    return tuple(
+        ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"].get("arguments") or "") for c in calls
+    )

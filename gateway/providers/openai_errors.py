@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
+import httpx2
 import openai
 
 from gateway.providers.headers import rate_limit_reset_seconds, retry_after_seconds
@@ -35,9 +37,9 @@ def _status_kind(exc: openai.APIStatusError) -> ErrorKind:
     return ErrorKind.SERVER
 
 
-def _body_kind(exc: openai.APIError) -> ErrorKind:
+def body_kind(error_type: str | None, code: str | None) -> ErrorKind:
     """An error that arrived inside a 200 stream: classify by the error body's type/code."""
-    label = f"{exc.type or ''} {exc.code or ''}".lower()
+    label = f"{error_type or ''} {code or ''}".lower()
     if "rate_limit" in label:
         return ErrorKind.RATE_LIMITED
     if "overloaded" in label:
@@ -69,10 +71,15 @@ def map_openai_error(
             kind = ErrorKind.TRUNCATED_STREAM
         return GatewayError(kind, message, provider=provider, model=model, usage=usage, **kw)  # type: ignore[arg-type]
 
-    if isinstance(exc, openai.APITimeoutError):
-        return err(ErrorKind.TIMEOUT, "upstream timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        return err(ErrorKind.CONNECTION, f"upstream connection failed: {exc.__cause__ or exc}")
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        # The SDK's aiohttp transport reports every aiohttp connection error as ConnectTimeout;
+        # the root cause tells a reset from a timeout.
+        root = _root_cause(exc)
+        if isinstance(root, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError) or (
+            root is exc and isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException)
+        ):
+            return err(ErrorKind.TIMEOUT, "upstream timed out")
+        return err(ErrorKind.CONNECTION, f"upstream connection failed: {type(root).__name__}: {root}")
     if isinstance(exc, openai.APIStatusError):
         kind = _status_kind(exc)
         headers = exc.response.headers
@@ -86,14 +93,25 @@ def map_openai_error(
             provider_code=exc.code or exc.type,
         )
     if isinstance(exc, openai.APIError):
-        return err(_body_kind(exc), f"{provider} reported an error: {_upstream_message(exc)}", provider_code=exc.code)
+        return err(
+            body_kind(exc.type, exc.code),
+            f"{provider} reported an error: {_upstream_message(exc)}",
+            provider_code=exc.code,
+        )
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
         return err(ErrorKind.INVALID_RESPONSE, f"{provider} sent a malformed stream chunk: {exc}")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+    if isinstance(exc, httpx2.TimeoutException | asyncio.TimeoutError | TimeoutError):
         return err(ErrorKind.TIMEOUT, "upstream timed out")
-    if isinstance(exc, OSError) or type(exc).__module__.startswith(("httpx", "httpcore", "h11")):
+    if isinstance(exc, OSError | httpx2.TransportError | aiohttp.ClientError):
         return err(ErrorKind.CONNECTION, f"upstream transport error: {type(exc).__name__}: {exc}")
     return err(ErrorKind.INVALID_RESPONSE, f"unexpected error from {provider}: {type(exc).__name__}: {exc}")
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    seen = 0
+    while exc.__cause__ is not None and seen < 10:
+        exc, seen = exc.__cause__, seen + 1
+    return exc
 
 
 def _upstream_message(exc: openai.APIError) -> str:

@@ -84,34 +84,32 @@ def responses_params(request: ChatRequest, target: Target, *, stream: bool) -> d
     return params
 
 
-def usage_from_responses(usage: Any) -> Usage:
-    if usage is None:
+def usage_from_responses(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
         return Usage()
-    in_details = getattr(usage, "input_tokens_details", None)
-    out_details = getattr(usage, "output_tokens_details", None)
     return Usage(
-        input_tokens=usage.input_tokens or 0,
-        output_tokens=usage.output_tokens or 0,
-        cached_input_tokens=getattr(in_details, "cached_tokens", None) or 0,
-        reasoning_tokens=getattr(out_details, "reasoning_tokens", None) or 0,
+        input_tokens=usage.get("input_tokens") or 0,
+        output_tokens=usage.get("output_tokens") or 0,
+        cached_input_tokens=(usage.get("input_tokens_details") or {}).get("cached_tokens") or 0,
+        reasoning_tokens=(usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0,
     )
 
 
-def output_of(response: Any) -> tuple[str | None, tuple[ToolCall, ...]]:
+def output_of(response: dict[str, Any]) -> tuple[str | None, tuple[ToolCall, ...]]:
     """Text and tool calls from a Responses `output` list."""
     texts: list[str] = []
     calls: list[ToolCall] = []
-    for item in response.output or ():
-        if item.type == "message":
-            texts.extend(c.text for c in item.content if getattr(c, "type", None) == "output_text")
-        elif item.type == "function_call":
-            calls.append(ToolCall(id=item.call_id, name=item.name, arguments=item.arguments or ""))
+    for item in response.get("output") or ():
+        if item.get("type") == "message":
+            texts.extend(c.get("text", "") for c in item.get("content") or () if c.get("type") == "output_text")
+        elif item.get("type") == "function_call":
+            calls.append(ToolCall(id=item["call_id"], name=item["name"], arguments=item.get("arguments") or ""))
     return ("".join(texts) if texts else None), tuple(calls)
 
 
-def finish_reason_of(response: Any, has_calls: bool) -> str:
+def finish_reason_of(response: dict[str, Any], has_calls: bool) -> str:
     """Normalized finish reason for a Responses result (status + incomplete_details)."""
-    if response.status == "incomplete":
-        reason = getattr(response.incomplete_details, "reason", None)
+    if response.get("status") == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason")
         return "content_filter" if reason == "content_filter" else "length"
     return "tool_calls" if has_calls else "stop"

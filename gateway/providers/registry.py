@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config import GatewayConfig, ProviderConfig
+from gateway.config import GatewayConfig, ProviderConfig, Timeouts
 from gateway.providers.base import Provider, Target
 from gateway.providers.openai_provider import OpenAIProvider
 from gateway.schema import ErrorKind, GatewayError
@@ -25,15 +25,23 @@ class ProviderRegistry:
         entry = self._config.models.get(model)
         if entry is None:
             raise GatewayError(
-                ErrorKind.NOT_FOUND, f"model `{model}` is not in the catalog (GET /v1/models lists it)",
-                code="model_not_found", param="model", fallbackable=False,
+                ErrorKind.NOT_FOUND,
+                f"model `{model}` is not in the catalog (GET /v1/models lists it)",
+                code="model_not_found",
+                param="model",
+                fallbackable=False,
             )
         if entry.kind != kind:
             raise GatewayError(
-                ErrorKind.BAD_REQUEST, f"model `{model}` is a {entry.kind} model, not a {kind} model",
-                code="model_not_supported", param="model",
+                ErrorKind.BAD_REQUEST,
+                f"model `{model}` is a {entry.kind} model, not a {kind} model",
+                code="model_not_supported",
+                param="model",
             )
         return Target(name=model, provider=entry.provider, entry=entry)
+
+    def timeouts(self, name: str) -> Timeouts:
+        return self._config.providers[name].timeouts
 
     def provider(self, name: str) -> Provider:
         return self._providers[name]

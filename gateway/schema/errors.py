@@ -159,4 +159,3 @@ def _rebuild(cls: type[GatewayError], kind: str, message: str, state: dict[str, 
 def validation_error(param: str, message: str) -> GatewayError:
     """A client error that names the offending field."""
     return GatewayError(ErrorKind.BAD_REQUEST, f"{param}: {message}", param=param, code="invalid_value")
-

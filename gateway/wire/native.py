@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.schema import StreamEvent
 
-HEARTBEAT = b"event: heartbeat\ndata: {\"type\":\"heartbeat\"}\n\n"
+HEARTBEAT = b'event: heartbeat\ndata: {"type":"heartbeat"}\n\n'
 
 
 def encode_event(event: StreamEvent) -> bytes:

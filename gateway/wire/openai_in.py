@@ -12,14 +12,33 @@ from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, validat
 # Fields of the OpenAI chat API that we accept and ignore because they change nothing we do.
 _IGNORED_CHAT = {"user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
 _CHAT_FIELDS = {
-    "model", "messages", "tools", "tool_choice", "parallel_tool_calls", "temperature", "top_p", "max_tokens",
-    "max_completion_tokens", "stop", "seed", "response_format", "stream", "stream_options", "n", "logprobs",
-    "gateway", *_IGNORED_CHAT,
+    "model",
+    "messages",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "response_format",
+    "stream",
+    "stream_options",
+    "n",
+    "logprobs",
+    "gateway",
+    *_IGNORED_CHAT,
 }
 _EMBED_FIELDS = {"model", "input", "dimensions", "encoding_format", "user", "gateway"}
 _METADATA_HEADERS = {
-    "x-gateway-org": "org", "x-gateway-user": "user", "x-gateway-daemon": "daemon", "x-gateway-turn-id": "turn_id",
-    "x-gateway-task-class": "task_class", "x-gateway-latency-target-ms": "latency_target_ms",
+    "x-gateway-org": "org",
+    "x-gateway-user": "user",
+    "x-gateway-daemon": "daemon",
+    "x-gateway-turn-id": "turn_id",
+    "x-gateway-task-class": "task_class",
+    "x-gateway-latency-target-ms": "latency_target_ms",
     "x-gateway-budget-tier": "budget_tier",
 }
 
@@ -94,7 +113,7 @@ def _message(raw: Any, i: int) -> dict[str, Any]:
 
 def _tool(raw: Any, i: int) -> dict[str, Any]:
     if not isinstance(raw, dict) or raw.get("type") != "function" or not isinstance(raw.get("function"), dict):
-        raise validation_error(f"tools.{i}", "a tool must be {\"type\": \"function\", \"function\": {...}}")
+        raise validation_error(f"tools.{i}", 'a tool must be {"type": "function", "function": {...}}')
     fn = raw["function"]
     tool = {"name": fn.get("name"), "description": fn.get("description"), "strict": fn.get("strict")}
     if fn.get("parameters") is not None:
@@ -107,7 +126,7 @@ def _tool_choice(raw: Any) -> Any:
         return raw
     if isinstance(raw, dict) and isinstance(raw.get("function"), dict):
         return {"type": "tool", "name": raw["function"].get("name")}
-    raise validation_error("tool_choice", "must be auto, none, required or {\"type\":\"function\",\"function\":{\"name\":...}}")
+    raise validation_error("tool_choice", 'must be auto, none, required or {"type":"function","function":{"name":...}}')
 
 
 def _response_format(raw: Any) -> Any:
@@ -128,7 +147,7 @@ def _pydantic_error(exc: ValidationError, prefix: str = "") -> GatewayError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
     if loc.startswith("metadata"):
-        loc = "gateway" + loc[len("metadata"):]  # metadata arrives as the `gateway` object or x-gateway-* headers
+        loc = "gateway" + loc[len("metadata") :]  # metadata arrives as the `gateway` object or x-gateway-* headers
     return validation_error(prefix + loc if loc else (prefix.rstrip(".") or "body"), err["msg"])
 
 
@@ -191,9 +210,14 @@ def parse_embeddings(body: Any, headers: Mapping[str, str]) -> tuple[EmbeddingsR
     if encoding not in ("float", "base64"):
         raise validation_error("encoding_format", "must be float or base64")
     try:
-        request = EmbeddingsRequest.model_validate({"model": body.get("model") or "", "texts": texts,
-                                                    "dimensions": body.get("dimensions"),
-                                                    "metadata": _metadata(body, headers)})
+        request = EmbeddingsRequest.model_validate(
+            {
+                "model": body.get("model") or "",
+                "texts": texts,
+                "dimensions": body.get("dimensions"),
+                "metadata": _metadata(body, headers),
+            }
+        )
     except ValidationError as exc:
         raise _pydantic_error(exc) from None
     return request, encoding

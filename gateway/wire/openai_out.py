@@ -82,7 +82,10 @@ class ChunkEncoder:
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
-            "id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if self._include_usage:
@@ -90,8 +93,14 @@ class ChunkEncoder:
         return b"data: " + _dumps(chunk).encode() + b"\n\n"
 
     def _usage_chunk(self, usage: Usage) -> bytes:
-        chunk = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                 "choices": [], "usage": usage_json(usage)}
+        chunk = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+            "usage": usage_json(usage),
+        }
         return b"data: " + _dumps(chunk).encode() + b"\n\n"
 
     def encode(self, event: StreamEvent) -> bytes:

@@ -1,4 +1,4 @@
-"""The OpenAI adapter through the official SDK against the emulator: translation and every fault → the right ErrorKind."""
+"""The OpenAI adapter through the official SDK against the emulator: translation, and each fault → its ErrorKind."""
 
 from __future__ import annotations
 
@@ -21,15 +21,24 @@ from gateway.schema import (
 )
 
 APIS = ["chat", "responses"]
-WEATHER = {"name": "get_weather", "description": "weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 
 
 @pytest.fixture()
 async def provider(emulator_url):
-    p = OpenAIProvider("openai", ProviderConfig(
-        kind="openai", base_url=f"{emulator_url}/openai/v1", api_key="sk-test",
-        timeouts={"connect": 2, "read": 1.0, "total": 10}))
+    p = OpenAIProvider(
+        "openai",
+        ProviderConfig(
+            kind="openai",
+            base_url=f"{emulator_url}/openai/v1",
+            api_key="sk-test",
+            timeouts={"connect": 2, "read": 1.0, "total": 10},
+        ),
+    )
     yield p
     await p.aclose()
 
@@ -66,10 +75,15 @@ async def test_tool_calls_both_ways(provider, api):
     deltas = [e for e in await _collect(provider, req, _target(api)) if isinstance(e, ToolCallDelta)]
     assert deltas[0].name == "get_weather" and deltas[0].id
     assert json.loads("".join(d.arguments for d in deltas)) == json.loads(whole.tool_calls[0].arguments)
-    follow = ChatRequest(model="m", tools=[WEATHER], messages=[
-        {"role": "user", "content": "weather in Paris"},
-        {"role": "assistant", "tool_calls": [whole.tool_calls[0].model_dump()]},
-        {"role": "tool", "tool_call_id": whole.tool_calls[0].id, "content": "rainy"}])
+    follow = ChatRequest(
+        model="m",
+        tools=[WEATHER],
+        messages=[
+            {"role": "user", "content": "weather in Paris"},
+            {"role": "assistant", "tool_calls": [whole.tool_calls[0].model_dump()]},
+            {"role": "tool", "tool_call_id": whole.tool_calls[0].id, "content": "rainy"},
+        ],
+    )
     answer = await provider.complete(follow, _target(api))
     assert answer.finish_reason == "stop" and "rainy" in answer.text
 
@@ -83,8 +97,18 @@ async def test_max_tokens_finishes_with_length(provider, api):
 async def test_json_mode_and_image_input(provider):
     json_answer = await provider.complete(_req("give json", response_format={"type": "json_object"}), _target("chat"))
     assert isinstance(json.loads(json_answer.text), dict)
-    image = ChatRequest(model="m", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is it"}, {"type": "image", "data": "iVBORw0KGgo=", "media_type": "image/png"}]}])
+    image = ChatRequest(
+        model="m",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image", "data": "iVBORw0KGgo=", "media_type": "image/png"},
+                ],
+            }
+        ],
+    )
     with_image = await provider.complete(image, _target("chat"))
     without = await provider.complete(_req("what is it"), _target("chat"))
     assert with_image.usage.input_tokens > without.usage.input_tokens  # the image was sent and counted

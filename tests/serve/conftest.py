@@ -28,17 +28,22 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def gateway_url(emulator_url: str) -> str:
-    config = parse_config({
-        "offline": True,
-        "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": 1},
-        "providers": {
-            "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
-            # a patient provider, so a test can tell client-disconnect cancellation from a read timeout
-            "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
+    config = parse_config(
+        {
+            "offline": True,
+            "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": 1},
+            "providers": {
+                "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
+                # a patient provider, so a test can tell client-disconnect cancellation from a read timeout
+                "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
+            },
+            "models": {
+                **catalog_with_faults(),
+                "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"},
+            },
         },
-        "models": {**catalog_with_faults(),
-                   "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"}},
-    }, "tests/serve").resolved(emulator_url)
+        "tests/serve",
+    ).resolved(emulator_url)
     runtime.start_ray(num_cpus=2)
     try:
         base = runtime.deploy(config)
@@ -68,5 +73,5 @@ def upstream(emulator_url: str):
 def get_json(url: str) -> object:
     import json
 
-    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())

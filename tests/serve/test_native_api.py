@@ -32,8 +32,10 @@ def _native_events(gateway_url: str, body: dict) -> list:
 
 def test_native_stream_is_typed_start_deltas_usage_finish(gateway_url, gw):
     messages = [{"role": "user", "content": "a native stream with many words in it"}]
-    events = _native_events(gateway_url, {"model": "gpt-4o-mini", "messages": messages,
-                                          "metadata": {"daemon": "router", "turn_id": "turn-1"}})
+    events = _native_events(
+        gateway_url,
+        {"model": "gpt-4o-mini", "messages": messages, "metadata": {"daemon": "router", "turn_id": "turn-1"}},
+    )
     kinds = [e.type for e in events]
     assert kinds[0] == "start" and kinds[-1] == "finish"
     assert events[0].provider == "openai" and events[0].model == "gpt-4o-mini"
@@ -44,8 +46,9 @@ def test_native_stream_is_typed_start_deltas_usage_finish(gateway_url, gw):
 
 
 def test_native_stream_sends_heartbeats_while_upstream_is_silent(gateway_url):
-    events = _native_events(gateway_url, {"model": "gpt-4o-mini-fault-slow-first-token",
-                                          "messages": [{"role": "user", "content": "slow"}]})
+    events = _native_events(
+        gateway_url, {"model": "gpt-4o-mini-fault-slow-first-token", "messages": [{"role": "user", "content": "slow"}]}
+    )
     first_text = next(i for i, e in enumerate(events) if e.type == "text_delta")
     heartbeats = [e for e in events[:first_text] if e.type == "heartbeat"]
     # the first token is SLOW_FIRST_TOKEN_MS late and heartbeats come every 0.15 s
@@ -54,18 +57,28 @@ def test_native_stream_sends_heartbeats_while_upstream_is_silent(gateway_url):
 
 
 def test_openai_stream_keepalives_are_comments_the_sdk_ignores(gateway_url, gw):
-    raw = httpx.post(f"{gateway_url}/v1/chat/completions", timeout=20, json={
-        "model": "gpt-4o-mini-fault-slow-first-token", "stream": True,
-        "messages": [{"role": "user", "content": "slow"}]}).text
+    raw = httpx.post(
+        f"{gateway_url}/v1/chat/completions",
+        timeout=20,
+        json={
+            "model": "gpt-4o-mini-fault-slow-first-token",
+            "stream": True,
+            "messages": [{"role": "user", "content": "slow"}],
+        },
+    ).text
     assert ": keep-alive" in raw
-    chunks = list(gw.chat.completions.create(model="gpt-4o-mini-fault-slow-first-token", stream=True,
-                                             messages=[{"role": "user", "content": "slow"}]))
+    chunks = list(
+        gw.chat.completions.create(
+            model="gpt-4o-mini-fault-slow-first-token", stream=True, messages=[{"role": "user", "content": "slow"}]
+        )
+    )
     assert chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_native_error_event_mid_stream(gateway_url):
-    events = _native_events(gateway_url, {"model": "gpt-4o-mini-fault-cut",
-                                          "messages": [{"role": "user", "content": "cut me"}]})
+    events = _native_events(
+        gateway_url, {"model": "gpt-4o-mini-fault-cut", "messages": [{"role": "user", "content": "cut me"}]}
+    )
     assert events[-1].type == "error"
     assert events[-1].error.kind == "truncated_stream"
     assert not any(e.type == "finish" for e in events)
@@ -79,8 +92,12 @@ def test_native_api_rejects_bad_body_naming_the_field(gateway_url):
 
 def test_client_disconnect_cancels_the_upstream_call(gateway_url, emulator):
     content = f"disconnect probe {time.time_ns()}"
-    with httpx.stream("POST", f"{gateway_url}/v1/chat/completions", timeout=20, json={
-            "model": "patient-stall", "stream": True, "messages": [{"role": "user", "content": content}]}) as r:
+    with httpx.stream(
+        "POST",
+        f"{gateway_url}/v1/chat/completions",
+        timeout=20,
+        json={"model": "patient-stall", "stream": True, "messages": [{"role": "user", "content": content}]},
+    ) as r:
         for line in r.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                 break  # got real content; now hang up while the upstream is stalled
@@ -88,8 +105,11 @@ def test_client_disconnect_cancels_the_upstream_call(gateway_url, emulator):
     deadline = time.monotonic() + 10
     record = None
     while record is None and time.monotonic() < deadline:
-        ids = {r.request_id for r in emulator.recorder.requests
-               if isinstance(r.body, dict) and r.body.get("messages", [{}])[0].get("content") == content}
+        ids = {
+            r.request_id
+            for r in emulator.recorder.requests
+            if isinstance(r.body, dict) and r.body.get("messages", [{}])[0].get("content") == content
+        }
         record = next((b for b in emulator.recorder.billing if b.request_id in ids), None)
         time.sleep(0.05)
     assert record is not None, "the upstream stream was not closed after the client disconnected"

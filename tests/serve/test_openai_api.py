@@ -12,9 +12,14 @@ from tests.serve.conftest import get_json
 
 pytestmark = pytest.mark.ray
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "current weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def _billing_for(emulator, model: str) -> list:
@@ -29,15 +34,21 @@ def test_chat_matches_upstream_answer_and_usage(gw, upstream, emulator):
     assert got.choices[0].message.content == want.choices[0].message.content
     assert got.choices[0].finish_reason == "stop"
     assert got.model == "gpt-4o-mini"
-    assert got.usage.prompt_tokens == want.usage.prompt_tokens and got.usage.completion_tokens == want.usage.completion_tokens
+    assert (
+        got.usage.prompt_tokens == want.usage.prompt_tokens
+        and got.usage.completion_tokens == want.usage.completion_tokens
+    )
     assert raw.headers["x-gateway-provider"] == "openai" and raw.headers["x-gateway-attempts"] == "1"
 
 
 def test_stream_reassembles_to_the_non_streamed_answer_with_usage(gw):
     messages = [{"role": "user", "content": "stream me something deterministic"}]
     whole = gw.chat.completions.create(model="gpt-4o-mini", messages=messages)
-    chunks = list(gw.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True,
-                                             stream_options={"include_usage": True}))
+    chunks = list(
+        gw.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -59,16 +70,19 @@ def test_tool_call_round_trip(gw):
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather" and "city" in json.loads(call.function.arguments)
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "sunny and 21C"}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny and 21C"},
+    ]
     second = gw.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER])
     assert second.choices[0].finish_reason == "stop"
     assert "sunny and 21C" in second.choices[0].message.content
 
 
 def test_streamed_tool_call_reassembles(gw):
-    stream = gw.chat.completions.create(model="gpt-4o-mini", stream=True, tools=[WEATHER],
-                                        messages=[{"role": "user", "content": "weather in Oslo"}])
+    stream = gw.chat.completions.create(
+        model="gpt-4o-mini", stream=True, tools=[WEATHER], messages=[{"role": "user", "content": "weather in Oslo"}]
+    )
     name, args, finish = "", "", None
     for chunk in stream:
         for tc in chunk.choices[0].delta.tool_calls or ():
@@ -82,8 +96,13 @@ def test_responses_api_model_through_chat_completions(gw, upstream):
     got = gw.chat.completions.create(model="gpt-4.1-mini", messages=[{"role": "user", "content": "hi there"}])
     want = upstream.responses.create(model="gpt-4.1-mini", input=[{"role": "user", "content": "hi there"}])
     assert got.choices[0].message.content == want.output_text
-    streamed = "".join(c.choices[0].delta.content or "" for c in gw.chat.completions.create(
-        model="gpt-4.1-mini", messages=[{"role": "user", "content": "hi there"}], stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in gw.chat.completions.create(
+            model="gpt-4.1-mini", messages=[{"role": "user", "content": "hi there"}], stream=True
+        )
+        if c.choices
+    )
     assert streamed == want.output_text
 
 
@@ -133,8 +152,9 @@ def test_rate_limit_passes_retry_after_to_the_client(gw):
 
 @pytest.mark.parametrize("fault", ["cut", "malformed", "no-done", "stall"])
 def test_broken_streams_end_with_an_error_never_a_finish(gw, fault):
-    stream = gw.chat.completions.create(model=f"gpt-4o-mini-fault-{fault}", stream=True,
-                                        messages=[{"role": "user", "content": "a long answer please"}])
+    stream = gw.chat.completions.create(
+        model=f"gpt-4o-mini-fault-{fault}", stream=True, messages=[{"role": "user", "content": "a long answer please"}]
+    )
     seen_finish = []
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
@@ -146,8 +166,9 @@ def test_broken_streams_end_with_an_error_never_a_finish(gw, fault):
 
 def test_stream_fault_before_first_byte_is_an_http_error(gw):
     with pytest.raises(openai.RateLimitError):
-        gw.chat.completions.create(model="gpt-4o-mini-fault-429", stream=True,
-                                   messages=[{"role": "user", "content": "x"}])
+        gw.chat.completions.create(
+            model="gpt-4o-mini-fault-429", stream=True, messages=[{"role": "user", "content": "x"}]
+        )
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from gateway.providers.base import Target
 from gateway.config import ModelEntry
+from gateway.providers.base import Target
 from gateway.providers.openai_chat import chat_params
 from gateway.providers.openai_responses import responses_params
 from gateway.schema import (
@@ -24,9 +24,16 @@ from gateway.schema import (
 )
 from gateway.wire import openai_in, openai_out
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "w",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                          "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "w",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 
 
 def _body(**kw):
@@ -41,14 +48,32 @@ def test_full_openai_request_round_trips_to_upstream_params():
     body = _body(
         messages=[
             {"role": "developer", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "what is this"},
-                                         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}}]},
-            {"role": "assistant", "content": None,
-             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
         ],
-        tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=50, stop="END", temperature=0.2, response_format={"type": "json_object"},
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=50,
+        stop="END",
+        temperature=0.2,
+        response_format={"type": "json_object"},
     )
     request, include_usage = openai_in.parse_chat(body, {"x-gateway-daemon": "executor", "x-gateway-turn-id": "t9"})
     assert not include_usage
@@ -58,8 +83,14 @@ def test_full_openai_request_round_trips_to_upstream_params():
     assert (image.data, image.media_type, image.detail) == ("iVBO", "image/png", "low")
     params = chat_params(request, _target(), stream=True)
     assert params["model"] == "gpt-4o-mini-up"
-    assert params["messages"][1]["content"][1] == {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"}}
-    assert params["messages"][2]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}
+    assert params["messages"][1]["content"][1] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64,iVBO", "detail": "low"},
+    }
+    assert params["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "get_weather",
+        "arguments": '{"city":"Paris"}',
+    }
     assert params["messages"][3] == {"role": "tool", "content": "sunny", "tool_call_id": "call_1"}
     assert params["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
     assert params["max_completion_tokens"] == 50 and params["stop"] == ["END"]
@@ -68,12 +99,25 @@ def test_full_openai_request_round_trips_to_upstream_params():
 
 
 def test_responses_api_params_are_flat_with_instructions():
-    request, _ = openai_in.parse_chat(_body(
-        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                  {"role": "assistant", "content": None, "tool_calls": [
-                      {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-                  {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
-        tools=TOOLS, max_tokens=20), {})
+    request, _ = openai_in.parse_chat(
+        _body(
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            ],
+            tools=TOOLS,
+            max_tokens=20,
+        ),
+        {},
+    )
     params = responses_params(request, _target("responses"), stream=False)
     assert params["instructions"] == "be brief"
     assert params["max_output_tokens"] == 20
@@ -108,8 +152,11 @@ def test_bad_requests_name_the_field(body, param):
 def test_embeddings_parsing():
     request, encoding = openai_in.parse_embeddings({"model": "e", "input": "hello", "dimensions": 8}, {})
     assert request.texts == ("hello",) and request.dimensions == 8 and encoding == "float"
-    for body, param in (({"model": "e", "input": []}, "input"), ({"model": "e", "input": [[1, 2]]}, "input"),
-                        ({"model": "e", "input": "x", "encoding_format": "hex"}, "encoding_format")):
+    for body, param in (
+        ({"model": "e", "input": []}, "input"),
+        ({"model": "e", "input": [[1, 2]]}, "input"),
+        ({"model": "e", "input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ):
         with pytest.raises(GatewayError) as info:
             openai_in.parse_embeddings(body, {})
         assert info.value.param == param
@@ -121,20 +168,28 @@ def _sse_payloads(raw: bytes):
 
 def test_chunk_encoder_emits_openai_chunk_sequence_with_usage_and_done():
     enc = openai_out.ChunkEncoder(created=1, include_usage=True)
-    out = b"".join(enc.encode(e) for e in [
-        StartEvent(id="chatcmpl-1", provider="openai", model="gpt-4o-mini", upstream_model="u"),
-        TextDelta(text="Hel"), ToolCallDelta(index=0, id="call_1", name="f", arguments=""),
-        ToolCallDelta(index=0, arguments="{}"),
-        FinishEvent(finish_reason="tool_calls", usage=Usage(input_tokens=3, output_tokens=4)),
-    ])
+    out = b"".join(
+        enc.encode(e)
+        for e in [
+            StartEvent(id="chatcmpl-1", provider="openai", model="gpt-4o-mini", upstream_model="u"),
+            TextDelta(text="Hel"),
+            ToolCallDelta(index=0, id="call_1", name="f", arguments=""),
+            ToolCallDelta(index=0, arguments="{}"),
+            FinishEvent(finish_reason="tool_calls", usage=Usage(input_tokens=3, output_tokens=4)),
+        ]
+    )
     payloads = _sse_payloads(out)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(c["id"] == "chatcmpl-1" and c["model"] == "gpt-4o-mini" for c in chunks)
     assert chunks[1]["choices"][0]["delta"] == {"content": "Hel"} and chunks[1]["usage"] is None
-    assert chunks[2]["choices"][0]["delta"]["tool_calls"][0] == {"index": 0, "id": "call_1", "type": "function",
-                                                                 "function": {"arguments": "", "name": "f"}}
+    assert chunks[2]["choices"][0]["delta"]["tool_calls"][0] == {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"arguments": "", "name": "f"},
+    }
     assert chunks[4]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[5]["choices"] == [] and chunks[5]["usage"]["total_tokens"] == 7
 
@@ -148,11 +203,29 @@ def test_mid_stream_error_never_looks_like_a_finish():
 
 
 def test_completion_and_base64_embeddings_encoding():
-    body = openai_out.chat_completion(ChatResponse(
-        id="x", text=None, tool_calls=[ToolCall(id="c", name="f", arguments="{}")], finish_reason="tool_calls",
-        usage=Usage(input_tokens=5, output_tokens=2, cached_input_tokens=1), provider="openai", model="m", upstream_model="u"))
+    body = openai_out.chat_completion(
+        ChatResponse(
+            id="x",
+            text=None,
+            tool_calls=[ToolCall(id="c", name="f", arguments="{}")],
+            finish_reason="tool_calls",
+            usage=Usage(input_tokens=5, output_tokens=2, cached_input_tokens=1),
+            provider="openai",
+            model="m",
+            upstream_model="u",
+        )
+    )
     assert body["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"
     assert body["usage"]["prompt_tokens_details"]["cached_tokens"] == 1
-    emb = openai_out.embeddings(EmbeddingsResponse(vectors=[[0.5, -1.0]], dimensions=2, model="e", upstream_model="e",
-                                                   provider="openai", usage=Usage(input_tokens=1)), "base64")
+    emb = openai_out.embeddings(
+        EmbeddingsResponse(
+            vectors=[[0.5, -1.0]],
+            dimensions=2,
+            model="e",
+            upstream_model="e",
+            provider="openai",
+            usage=Usage(input_tokens=1),
+        ),
+        "base64",
+    )
     assert struct.unpack("<2f", base64.b64decode(emb["data"][0]["embedding"])) == (0.5, -1.0)

@@ -85,21 +85,36 @@ def test_error_kinds_carry_retry_and_fallback_semantics(kind, retryable, fallbac
 
 
 def test_errors_pickle_with_all_their_fields():
-    err = GatewayError(ErrorKind.RATE_LIMITED, "slow down", provider="openai", model="gpt-4o-mini",
-                       retry_after=2.5, provider_code="rate_limit_exceeded", usage=Usage(input_tokens=7))
+    err = GatewayError(
+        ErrorKind.RATE_LIMITED,
+        "slow down",
+        provider="openai",
+        model="gpt-4o-mini",
+        retry_after=2.5,
+        provider_code="rate_limit_exceeded",
+        usage=Usage(input_tokens=7),
+    )
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, GatewayError)
     assert (back.kind, back.message, back.provider, back.retry_after, back.provider_code) == (
-        ErrorKind.RATE_LIMITED, "slow down", "openai", 2.5, "rate_limit_exceeded")
+        ErrorKind.RATE_LIMITED,
+        "slow down",
+        "openai",
+        2.5,
+        "rate_limit_exceeded",
+    )
     assert back.usage == Usage(input_tokens=7)
     assert back.retryable and back.fallbackable
 
 
 def test_stream_events_are_a_discriminated_union():
     finish = STREAM_EVENT_ADAPTER.validate_python(
-        {"type": "finish", "finish_reason": "stop", "usage": {"input_tokens": 3, "output_tokens": 2}})
+        {"type": "finish", "finish_reason": "stop", "usage": {"input_tokens": 3, "output_tokens": 2}}
+    )
     assert isinstance(finish, FinishEvent) and finish.usage.total_tokens == 5
-    err = STREAM_EVENT_ADAPTER.validate_json(ErrorEvent(error=GatewayError("server", "boom").to_info()).model_dump_json())
+    err = STREAM_EVENT_ADAPTER.validate_json(
+        ErrorEvent(error=GatewayError("server", "boom").to_info()).model_dump_json()
+    )
     assert isinstance(err, ErrorEvent) and err.error.kind is ErrorKind.SERVER
     with pytest.raises(ValidationError):
         STREAM_EVENT_ADAPTER.validate_python({"type": "finish", "finish_reason": "done", "usage": {}})

@@ -1,0 +1,1 @@
+"""Benchmarks of the gateway (run with `./dev bench`; results in BENCHMARKS.md)."""

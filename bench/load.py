@@ -1,0 +1,93 @@
+"""A bounded closed-loop HTTP load client for 127.0.0.1: non-streaming latency/throughput and SSE stream timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    ttfb_ms: list[float]
+
+    def pct(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, float]:
+        out = {
+            "rps": self.requests / self.seconds,
+            "errors": self.errors,
+            "n": self.requests,
+            "p50_ms": self.pct(self.latencies_ms, 0.50),
+            "p99_ms": self.pct(self.latencies_ms, 0.99),
+        }
+        if self.ttfb_ms:
+            out |= {
+                "ttfb_p50_ms": self.pct(self.ttfb_ms, 0.50),
+                "ttfb_p99_ms": self.pct(self.ttfb_ms, 0.99),
+                "mean_ms": statistics.fmean(self.latencies_ms),
+            }
+        return out
+
+
+async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bool, warmup: float = 1.0) -> Result:
+    """Each of `concurrency` workers sends requests back to back for `seconds` (after a warm-up)."""
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    lat: list[float] = []
+    ttfb: list[float] = []
+    counts = {"ok": 0, "err": 0}
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(record: bool) -> None:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(url, data=payload, headers=headers) as r:
+                    if stream:
+                        first = None
+                        done = False
+                        async for line in r.content:
+                            if first is None and line.startswith(b"data: "):
+                                first = time.perf_counter()
+                            if line.startswith(b"data: [DONE]"):
+                                done = True
+                        ok = r.status == 200 and done
+                    else:
+                        await r.read()
+                        ok = r.status == 200
+            except (TimeoutError, aiohttp.ClientError):
+                ok, first = False, None
+            t1 = time.perf_counter()
+            if not record:
+                return
+            if ok:
+                counts["ok"] += 1
+                lat.append((t1 - t0) * 1000)
+                if stream and first is not None:
+                    ttfb.append((first - t0) * 1000)
+            else:
+                counts["err"] += 1
+
+        async def worker(until: float, record: bool) -> None:
+            while time.perf_counter() < until:
+                await one(record)
+
+        warm_until = time.perf_counter() + warmup
+        await asyncio.gather(*(worker(warm_until, False) for _ in range(concurrency)))
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return Result(counts["ok"], counts["err"], elapsed, lat, ttfb)

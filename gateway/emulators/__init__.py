@@ -1,0 +1,8 @@
+"""Wire-accurate LLM provider emulators (OpenAI today; one module per provider under its own path prefix)."""
+
+from __future__ import annotations
+
+from gateway.emulators.config import EmulatorSettings
+from gateway.emulators.server import Emulator
+
+__all__ = ["Emulator", "EmulatorSettings"]

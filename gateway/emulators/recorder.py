@@ -1,0 +1,63 @@
+"""Bounded, thread-safe-enough log of received requests and of the calls a provider would bill."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RequestRecord:
+    """One request as it reached the emulator."""
+
+    provider: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    fault: str | None
+    request_id: str
+    time: float = field(default_factory=time.time)
+
+
+@dataclass
+class BillingRecord:
+    """One billable call: what the provider would charge for."""
+
+    provider: str
+    model: str
+    endpoint: str
+    request_id: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    stream: bool = False
+    outcome: str = "ok"
+    time: float = field(default_factory=time.time)
+
+
+class Recorder:
+    """Keeps the last `maxlen` requests and billing records (deque appends are atomic)."""
+
+    def __init__(self, maxlen: int = 20_000) -> None:
+        self.requests: deque[RequestRecord] = deque(maxlen=maxlen)
+        self.billing: deque[BillingRecord] = deque(maxlen=maxlen)
+
+    def record_request(self, record: RequestRecord) -> None:
+        self.requests.append(record)
+
+    def record_billing(self, record: BillingRecord) -> None:
+        self.billing.append(record)
+
+    def clear(self) -> None:
+        self.requests.clear()
+        self.billing.clear()
+
+    def requests_json(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in list(self.requests)]
+
+    def billing_json(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in list(self.billing)]
