@@ -30,6 +30,10 @@ class Gateway:
     def __serve_build_asgi_app__(self) -> Any:
         return HttpApi(self._config, self._pipeline).app()
 
+    async def __del__(self) -> None:
+        """Serve calls this on replica shutdown: close the provider connection pools."""
+        await self._pipeline.aclose()
+
 
 def build_app(config: GatewayConfig) -> Application:
     """The Serve application for `config` (already resolved: offline providers point at the emulator)."""

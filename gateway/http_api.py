@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
 from gateway.schema import ChatRequest, ChatResponse, ErrorKind, GatewayError, StreamEvent, validation_error
-from gateway.streaming import with_heartbeats
+from gateway.streaming import batches_with_heartbeats
 from gateway.wire import native, openai_in, openai_out
 
 log = logging.getLogger("gateway.http")
@@ -55,7 +55,7 @@ class HttpApi:
         self._pipeline = pipeline
         self._heartbeat = config.server.heartbeat_interval_s
 
-    async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes], http: Request) -> Response:
+    async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes]) -> Response:
         """Peek the first event (an error before it is an HTTP error), then stream with heartbeats."""
         events = self._pipeline.stream(request)
         try:
@@ -68,8 +68,8 @@ class HttpApi:
 
         async def body() -> AsyncIterator[bytes]:
             yield encode(first)
-            async for event in with_heartbeats(events, self._heartbeat):
-                chunk = encode(event)
+            async for batch in batches_with_heartbeats(events, self._heartbeat):
+                chunk = b"".join(encode(event) for event in batch)
                 if chunk:
                     yield chunk
 
@@ -82,7 +82,7 @@ class HttpApi:
         request, include_usage = openai_in.parse_chat(await _body(http), http.headers)
         if request.stream:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
-            return await self._stream(request, encoder.encode, http)
+            return await self._stream(request, encoder.encode)
         response: ChatResponse = await self._pipeline.complete(request)
         headers = _route_headers(response.provider, response.upstream_model, response.attempts)
         headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
@@ -96,7 +96,7 @@ class HttpApi:
             request = ChatRequest.model_validate({**body, "stream": True})
         except ValidationError as exc:
             raise openai_in._pydantic_error(exc) from None
-        return await self._stream(request, native.encode_event, http)
+        return await self._stream(request, native.encode_event)
 
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)

@@ -23,8 +23,8 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
     data: list[str] = []
     async for line in lines:
         if not line:
-            if data:
-                yield SSEvent(event, "\n".join(data))
+            if data and (joined := "\n".join(data)):
+                yield SSEvent(event, joined)
             event, data = None, []
             continue
         if line.startswith(":"):
@@ -36,5 +36,5 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
             data.append(value)
         elif field == "event":
             event = value
-    if data:
-        yield SSEvent(event, "\n".join(data))
+    if data and (joined := "\n".join(data)):
+        yield SSEvent(event, joined)

@@ -22,7 +22,7 @@ from gateway.schema import (
     Usage,
     UsageEvent,
 )
-from gateway.streaming import with_heartbeats
+from gateway.streaming import batches_with_heartbeats
 
 
 class FakeProvider:
@@ -133,12 +133,28 @@ async def test_total_timeout_bounds_complete_and_trickling_streams():
 
 async def test_heartbeats_fill_silence_and_closing_closes_the_source():
     provider = FakeProvider([START, 0.2, TextDelta(text="a"), FINISH])
-    events = [e async for e in with_heartbeats(provider.stream(REQ, None), 0.03)]
+    batches = [b async for b in batches_with_heartbeats(provider.stream(REQ, None), 0.03)]
+    events = [e for b in batches for e in b]
     assert events[0] == START and events[-1] == FINISH
     assert sum(isinstance(e, HeartbeatEvent) for e in events) >= 3
     endless = FakeProvider([START, 10.0])
-    stream = with_heartbeats(endless.stream(REQ, None), 0.01)
-    assert (await anext(stream)) == START
-    assert isinstance(await anext(stream), HeartbeatEvent)
+    stream = batches_with_heartbeats(endless.stream(REQ, None), 0.01)
+    assert (await anext(stream)) == [START]
+    assert (await anext(stream)) == [HeartbeatEvent()]
     await stream.aclose()  # the client went away
     assert endless.closed
+
+
+async def test_ready_events_are_coalesced_and_waiting_ends_a_batch():
+    deltas = [TextDelta(text=str(i)) for i in range(5)]
+    provider = FakeProvider([START, *deltas, 0.05, *deltas, FINISH])
+    batches = [b async for b in batches_with_heartbeats(provider.stream(REQ, None), 5)]
+    assert batches == [[START, *deltas], [*deltas, FINISH]]
+
+
+async def test_a_failure_after_ready_events_still_delivers_them():
+    provider = FakeProvider([START, TextDelta(text="a"), RuntimeError("boom")])
+    stream = batches_with_heartbeats(provider.stream(REQ, None), 5)
+    assert await anext(stream) == [START, TextDelta(text="a")]
+    with pytest.raises(RuntimeError):
+        await anext(stream)
