@@ -41,7 +41,6 @@ def sse_lines(body: str) -> list[str]:
     return [line for line in body.split("\n") if line]
 
 
-
 # ---------------------------------------------------------------- faults
 
 
