@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
+import httpx
+import openai
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-import openai  # noqa: E402
-
-from gateway.emulators import Emulator, EmulatorSettings  # noqa: E402
-from gateway.emulators.recorder import BillingRecord  # noqa: E402
+from gateway.emulators import Emulator, EmulatorSettings
+from gateway.emulators.recorder import BillingRecord
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,7 @@ import openai
 import pytest
 
 from gateway.emulators import Emulator
-from gateway.emulators.recorder import BillingRecord
-
-MODEL = "gpt-4o-mini"
-AUTH = {"authorization": "Bearer sk-test"}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "w",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"enum": ["c", "f"]}},
-            "required": ["city", "days", "unit"],
-        },
-    },
-}
-TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
-Billing = Callable[..., BillingRecord]
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
-
-
-def sse_lines(body: str) -> list[str]:
-    return [line for line in body.split("\n") if line]
-
+from tests.emulators.wire_data import AUTH, MODEL, TIME, WEATHER, Billing, sse_lines, user
 
 # ---------------------------------------------------------------- chat completions
 

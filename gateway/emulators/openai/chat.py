@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.emulators.faults import ErrorKind
-from gateway.emulators.openai.common import Call, send_json, stream_response
+from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.generate import (
     Output,
     Prompt,
@@ -21,8 +21,9 @@ from gateway.emulators.openai.generate import (
     int_or_none,
     stop_list,
 )
+from gateway.emulators.openai.respond import respond
 from gateway.emulators.openai.wire import OpenAIError, dumps, new_id, sse
-from gateway.emulators.streaming import StreamPlan, run_stream
+from gateway.emulators.streaming import StreamPlan
 from gateway.emulators.text import count_json_tokens, count_tokens
 
 DONE = b"data: [DONE]\n\n"
@@ -134,39 +135,21 @@ async def chat_completions(call: Call) -> web.StreamResponse:
     body = call.body
     out = generate(call, chat_prompt(body.get("messages")), chat_request(body), "messages")
     cid, created = new_id("chatcmpl-"), int(time.time())
-    filtered = out.finish == "content_filter"
-    if not body.get("stream"):
-        payload = {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": call.model,
-            "choices": [{"index": 0, "message": message(out), "logprobs": None, "finish_reason": out.finish}],
-            "usage": usage(out),
-            "system_fingerprint": None,
-        }
-        resp, outcome = await send_json(call, payload)
-        outcome = "content_filter" if filtered and outcome == "ok" else outcome
-        call.bill(
-            out.prompt_tokens,
-            out.completion_tokens,
-            cached=out.cached_tokens,
-            reasoning=out.reasoning_tokens,
-            outcome=outcome,
-        )
-        return resp
     options = body.get("stream_options")
     include_usage = isinstance(options, Mapping) and bool(options.get("include_usage"))
-    plan = stream_plan(call, out, cid, created, include_usage)
-    resp = stream_response(call)
-    result = await run_stream(call.request, resp, plan, call.fault, call.timing, call.ctx.settings.stall_cap_s)
-    outcome = "content_filter" if filtered and result.outcome == "ok" else result.outcome
-    call.bill(
-        out.prompt_tokens,
-        out.reasoning_tokens + result.sent_tokens,
-        cached=out.cached_tokens,
-        reasoning=out.reasoning_tokens,
-        stream=True,
-        outcome=outcome,
+    payload = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": call.model,
+        "choices": [{"index": 0, "message": message(out), "logprobs": None, "finish_reason": out.finish}],
+        "usage": usage(out),
+        "system_fingerprint": None,
+    }
+    return await respond(
+        call,
+        out,
+        bool(body.get("stream")),
+        lambda: payload,
+        lambda: stream_plan(call, out, cid, created, include_usage),
     )
-    return resp

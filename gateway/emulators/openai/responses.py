@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.emulators.faults import ErrorKind
-from gateway.emulators.openai.common import Call, send_json, stream_response
+from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.generate import (
     Output,
     Prompt,
@@ -20,8 +20,9 @@ from gateway.emulators.openai.generate import (
     generate,
     int_or_none,
 )
+from gateway.emulators.openai.respond import respond
 from gateway.emulators.openai.wire import OpenAIError, dumps, new_id
-from gateway.emulators.streaming import StreamPlan, run_stream
+from gateway.emulators.streaming import StreamPlan
 from gateway.emulators.text import count_json_tokens, count_tokens
 
 INCOMPLETE_REASONS = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -192,29 +193,4 @@ async def create_response(call: Call) -> web.StreamResponse:
     body = call.body
     out = generate(call, responses_prompt(body), responses_request(body), "input")
     builder = _Builder(call, out)
-    filtered = out.finish == "content_filter"
-    if not body.get("stream"):
-        resp, outcome = await send_json(call, builder.response(True))
-        outcome = "content_filter" if filtered and outcome == "ok" else outcome
-        call.bill(
-            out.prompt_tokens,
-            out.completion_tokens,
-            cached=out.cached_tokens,
-            reasoning=out.reasoning_tokens,
-            outcome=outcome,
-        )
-        return resp
-    resp = stream_response(call)
-    result = await run_stream(
-        call.request, resp, builder.plan(), call.fault, call.timing, call.ctx.settings.stall_cap_s
-    )
-    outcome = "content_filter" if filtered and result.outcome == "ok" else result.outcome
-    call.bill(
-        out.prompt_tokens,
-        out.reasoning_tokens + result.sent_tokens,
-        cached=out.cached_tokens,
-        reasoning=out.reasoning_tokens,
-        stream=True,
-        outcome=outcome,
-    )
-    return resp
+    return await respond(call, out, bool(body.get("stream")), lambda: builder.response(True), builder.plan)
