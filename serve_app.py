@@ -11,6 +11,7 @@ from ray.serve import Application
 from gateway.config import GatewayConfig
 from gateway.http_api import HttpApi
 from gateway.pipeline import Pipeline
+from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry
 
 APP_NAME = "llm_gateway"
@@ -25,7 +26,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         logging.getLogger("gateway").setLevel(logging.INFO)
         self._config = config
-        self._pipeline = Pipeline(ProviderRegistry(config))
+        self._pipeline = Pipeline(ProviderRegistry(config), Pricer())
 
     def __serve_build_asgi_app__(self) -> Any:
         return HttpApi(self._config, self._pipeline).app()

@@ -86,6 +86,8 @@ class HttpApi:
         response: ChatResponse = await self._pipeline.complete(request)
         headers = _route_headers(response.provider, response.upstream_model, response.attempts)
         headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
+        if response.cost_usd is not None:
+            headers["x-gateway-cost-usd"] = str(response.cost_usd)
         return _json(openai_out.chat_completion(response), headers=headers)
 
     async def native_chat(self, http: Request) -> Response:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
 from gateway.schema import (
     ChatRequest,
@@ -47,8 +48,9 @@ def check_capabilities(request: ChatRequest, target: Target) -> None:
 class Pipeline:
     """Everything one request does inside a replica (no Ray here; actor-backed parts arrive as plain objects)."""
 
-    def __init__(self, registry: ProviderRegistry, *, usage_every: int = 20) -> None:
+    def __init__(self, registry: ProviderRegistry, pricer: Pricer, *, usage_every: int = 20) -> None:
         self._registry = registry
+        self._pricer = pricer
         self._usage_every = usage_every
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -67,7 +69,8 @@ class Pipeline:
                 model=target.name,
             ) from None
         latency = (time.perf_counter() - started) * 1000
-        return response.model_copy(update={"attempts": 1, "latency_ms": latency})
+        cost = self._pricer.cost(self._registry.kind(target.provider), response.upstream_model, response.usage)
+        return response.model_copy(update={"attempts": 1, "latency_ms": latency, "cost_usd": cost})
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Typed events: start, deltas, running usage, then finish — or an error event once started.
@@ -99,7 +102,8 @@ class Pipeline:
                         yield UsageEvent(usage=Usage(output_tokens=deltas))
                 elif isinstance(event, FinishEvent):
                     latency = (time.perf_counter() - started) * 1000
-                    yield event.model_copy(update={"latency_ms": latency, "attempts": 1})
+                    cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, event.usage)
+                    yield event.model_copy(update={"latency_ms": latency, "attempts": 1, "cost_usd": cost})
                 elif isinstance(event, StartEvent):
                     begun = True
                     yield event.model_copy(update={"attempt": 1})

@@ -40,6 +40,9 @@ class ProviderRegistry:
             )
         return Target(name=model, provider=entry.provider, entry=entry)
 
+    def kind(self, name: str) -> str:
+        return self._config.providers[name].kind
+
     def timeouts(self, name: str) -> Timeouts:
         return self._config.providers[name].timeouts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -27,4 +28,5 @@ class ChatResponse(BaseModel):
     upstream_model: str
     attempts: int = 1
     latency_ms: float = 0.0
+    cost_usd: Decimal | None = None  # None: no known price for the model (never a silent $0)
     created: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -43,6 +44,8 @@ def test_native_stream_is_typed_start_deltas_usage_finish(gateway_url, gw):
     assert text == gw.chat.completions.create(model="gpt-4o-mini", messages=messages).choices[0].message.content
     finish = events[-1]
     assert finish.finish_reason == "stop" and finish.usage.output_tokens > 0 and finish.latency_ms > 0
+    usage = finish.usage  # gpt-4o-mini at $0.15 / $0.60 per million tokens
+    assert finish.cost_usd == (usage.input_tokens * Decimal("0.15") + usage.output_tokens * Decimal("0.6")) / 10**6
 
 
 def test_native_stream_sends_heartbeats_while_upstream_is_silent(gateway_url):

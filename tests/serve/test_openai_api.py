@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import httpx
 import openai
@@ -39,6 +40,11 @@ def test_chat_matches_upstream_answer_and_usage(gw, upstream, emulator):
         and got.usage.completion_tokens == want.usage.completion_tokens
     )
     assert raw.headers["x-gateway-provider"] == "openai" and raw.headers["x-gateway-attempts"] == "1"
+    # priced from the usage the provider reported: gpt-4o-mini at $0.15 / $0.60 per million tokens
+    expected = (
+        Decimal(want.usage.prompt_tokens) * Decimal("0.15") + Decimal(want.usage.completion_tokens) * Decimal("0.6")
+    ) / 10**6
+    assert Decimal(raw.headers["x-gateway-cost-usd"]) == expected
 
 
 def test_stream_reassembles_to_the_non_streamed_answer_with_usage(gw):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import pytest
 
 from gateway.config import ModelEntry, Timeouts
 from gateway.pipeline import Pipeline
+from gateway.pricing import Pricer
 from gateway.providers.base import Target
 from gateway.schema import (
     ChatRequest,
@@ -66,7 +68,10 @@ class FakeRegistry:
         self._total = total
 
     def target(self, model: str, kind: str = "chat") -> Target:
-        return Target(model, "fake", ModelEntry(provider="fake", upstream="u"))
+        return Target(model, "fake", ModelEntry(provider="fake", upstream="gpt-4o-mini"))
+
+    def kind(self, name: str) -> str:
+        return "openai"
 
     def provider(self, name: str) -> FakeProvider:
         return self._provider
@@ -89,7 +94,7 @@ async def _events(pipeline: Pipeline) -> list:
 
 async def test_stream_passes_events_adds_running_usage_and_timing():
     provider = FakeProvider([START, *[TextDelta(text="a")] * 4, FINISH])
-    events = await _events(Pipeline(FakeRegistry(provider), usage_every=2))
+    events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(provider), usage_every=2))
     assert [e.type for e in events] == [
         "start",
         "text_delta",
@@ -102,32 +107,37 @@ async def test_stream_passes_events_adds_running_usage_and_timing():
     ]
     assert [e.usage.output_tokens for e in events if isinstance(e, UsageEvent)] == [2, 4]
     assert events[-1].latency_ms >= 0 and events[-1].attempts == 1
+    assert events[-1].cost_usd == Decimal("0.0000018")  # 3 output tokens of gpt-4o-mini at $0.60 per million
     assert provider.closed
 
 
 async def test_error_before_start_is_raised_after_start_is_an_error_event():
     with pytest.raises(GatewayError) as info:
-        await _events(Pipeline(FakeRegistry(FakeProvider([GatewayError("rate_limited", "slow")]))))
+        await _events(
+            Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider([GatewayError("rate_limited", "slow")])))
+        )
     assert info.value.kind is ErrorKind.RATE_LIMITED
     cut = GatewayError("truncated_stream", "cut", usage=Usage(output_tokens=1))
-    events = await _events(Pipeline(FakeRegistry(FakeProvider([START, TextDelta(text="a"), cut]))))
+    events = await _events(
+        Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider([START, TextDelta(text="a"), cut])))
+    )
     assert isinstance(events[-1], ErrorEvent) and events[-1].error.kind is ErrorKind.TRUNCATED_STREAM
     assert events[-1].usage.output_tokens == 1
     assert not any(isinstance(e, FinishEvent) for e in events)
 
 
 async def test_unexpected_exception_after_start_still_ends_visibly():
-    events = await _events(Pipeline(FakeRegistry(FakeProvider([START, ValueError("bug")]))))
+    events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider([START, ValueError("bug")]))))
     assert isinstance(events[-1], ErrorEvent) and events[-1].error.kind is ErrorKind.INTERNAL
 
 
 async def test_total_timeout_bounds_complete_and_trickling_streams():
-    slow = Pipeline(FakeRegistry(FakeProvider([], answer_delay=5), total=0.05))
+    slow = Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider([], answer_delay=5), total=0.05))
     with pytest.raises(GatewayError) as info:
         await slow.complete(REQ.model_copy(update={"stream": False}))
     assert info.value.kind is ErrorKind.TIMEOUT
     trickle = FakeProvider([START, *([TextDelta(text="a"), 0.02] * 20), FINISH])
-    events = await _events(Pipeline(FakeRegistry(trickle, total=0.1)))
+    events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(trickle, total=0.1)))
     assert isinstance(events[-1], ErrorEvent) and events[-1].error.kind is ErrorKind.TRUNCATED_STREAM
 
 
