@@ -23,7 +23,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(openai_out._dumps(body), status_code=status, headers=headers, media_type="application/json")
+    return Response(openai_out.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
 def error_response(exc: GatewayError) -> Response:
@@ -97,7 +97,7 @@ class HttpApi:
         try:
             request = ChatRequest.model_validate({**body, "stream": True})
         except ValidationError as exc:
-            raise openai_in._pydantic_error(exc) from None
+            raise openai_in.pydantic_error(exc) from None
         return await self._stream(request, native.encode_event)
 
     async def embeddings(self, http: Request) -> Response:

@@ -12,7 +12,7 @@ import openai
 from gateway.providers.headers import rate_limit_reset_seconds, retry_after_seconds
 from gateway.schema import ErrorKind, GatewayError, Usage
 
-_CONTENT_FILTER_CODES = {"content_filter", "content_policy_violation"}
+_CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
 
 
 def _status_kind(exc: openai.APIStatusError) -> ErrorKind:

@@ -46,7 +46,7 @@ from gateway.schema import (
     Usage,
 )
 
-_STREAM_OPTIONS = {"headers": {"X-Stainless-Raw-Response": "stream"}}  # the SDK's own flag: hand back the open response
+RAW_STREAM_HEADER = ("X-Stainless-Raw-Response", "stream")  # the SDK's own flag: hand back the open response
 
 
 def new_id(prefix: str = "gw") -> str:
@@ -101,7 +101,9 @@ class OpenAIProvider:
 
     async def _open_stream(self, path: str, body: dict[str, Any], target: Target) -> httpx2.Response:
         try:
-            return await self._client.post(path, cast_to=httpx2.Response, body=body, options=_STREAM_OPTIONS)  # type: ignore[arg-type]
+            return await self._client.post(
+                path, cast_to=httpx2.Response, body=body, options={"headers": dict([RAW_STREAM_HEADER])}
+            )  # type: ignore[arg-type]
         except Exception as exc:
             raise self._error(exc, target) from None
 

@@ -8,7 +8,7 @@ from gateway.providers.base import Target
 from gateway.providers.openai_chat import image_url
 from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
 
-TERMINAL_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _content_parts(message: Message) -> str | list[dict[str, Any]]:

@@ -10,28 +10,30 @@ from pydantic import ValidationError
 from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, validation_error
 
 # Fields of the OpenAI chat API that we accept and ignore because they change nothing we do.
-_IGNORED_CHAT = {"user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
-_CHAT_FIELDS = {
-    "model",
-    "messages",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "response_format",
-    "stream",
-    "stream_options",
-    "n",
-    "logprobs",
-    "gateway",
-    *_IGNORED_CHAT,
-}
-_EMBED_FIELDS = {"model", "input", "dimensions", "encoding_format", "user", "gateway"}
+_IGNORED_CHAT = frozenset({"user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
+_CHAT_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "response_format",
+        "stream",
+        "stream_options",
+        "n",
+        "logprobs",
+        "gateway",
+        *_IGNORED_CHAT,
+    }
+)
+_EMBED_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "gateway"})
 _METADATA_HEADERS = {
     "x-gateway-org": "org",
     "x-gateway-user": "user",
@@ -143,7 +145,7 @@ def _response_format(raw: Any) -> Any:
     return out
 
 
-def _pydantic_error(exc: ValidationError, prefix: str = "") -> GatewayError:
+def pydantic_error(exc: ValidationError, prefix: str = "") -> GatewayError:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
     if loc.startswith("metadata"):
@@ -151,7 +153,7 @@ def _pydantic_error(exc: ValidationError, prefix: str = "") -> GatewayError:
     return validation_error(prefix + loc if loc else (prefix.rstrip(".") or "body"), err["msg"])
 
 
-def _check_fields(body: Any, allowed: set[str]) -> None:
+def _check_fields(body: Any, allowed: frozenset[str]) -> None:
     if not isinstance(body, dict):
         raise validation_error("body", "the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -187,7 +189,7 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> tuple[ChatRequest, bool
     try:
         request = ChatRequest.model_validate(data)
     except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+        raise pydantic_error(exc) from None
     options = body.get("stream_options") or {}
     return request, bool(isinstance(options, dict) and options.get("include_usage"))
 
@@ -219,5 +221,5 @@ def parse_embeddings(body: Any, headers: Mapping[str, str]) -> tuple[EmbeddingsR
             }
         )
     except ValidationError as exc:
-        raise _pydantic_error(exc) from None
+        raise pydantic_error(exc) from None
     return request, encoding

@@ -22,7 +22,7 @@ from gateway.schema import (
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
@@ -90,7 +90,7 @@ class ChunkEncoder:
         }
         if self._include_usage:
             chunk["usage"] = None
-        return b"data: " + _dumps(chunk).encode() + b"\n\n"
+        return b"data: " + dumps(chunk).encode() + b"\n\n"
 
     def _usage_chunk(self, usage: Usage) -> bytes:
         chunk = {
@@ -101,7 +101,7 @@ class ChunkEncoder:
             "choices": [],
             "usage": usage_json(usage),
         }
-        return b"data: " + _dumps(chunk).encode() + b"\n\n"
+        return b"data: " + dumps(chunk).encode() + b"\n\n"
 
     def encode(self, event: StreamEvent) -> bytes:
         """SSE bytes for one event (empty for events the OpenAI format has no place for)."""
@@ -139,8 +139,8 @@ class ChunkEncoder:
                 out += self._usage_chunk(event.usage)
             return out + DONE
         body = {"error": {"message": info.message, "type": info.kind.value, "param": None, "code": info.code}}
-        return b"data: " + _dumps(body).encode() + b"\n\n"  # no [DONE]: the SDK raises APIError on this
+        return b"data: " + dumps(body).encode() + b"\n\n"  # no [DONE]: the SDK raises APIError on this
 
 
 def sse_error(exc: GatewayError) -> bytes:
-    return b"data: " + _dumps(error_body(exc)).encode() + b"\n\n"
+    return b"data: " + dumps(error_body(exc)).encode() + b"\n\n"
