@@ -8,12 +8,20 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.emulators import anthropic as anthropic_emulator
+from gateway.emulators import bedrock as bedrock_emulator
+from gateway.emulators import gemini as gemini_emulator
 from gateway.emulators import openai as openai_emulator
 from gateway.emulators.config import EmulatorContext, EmulatorSettings
 from gateway.emulators.recorder import Recorder
 
 Register = Callable[[web.Application, EmulatorContext], None]
-PROVIDERS: tuple[Register, ...] = (openai_emulator.register,)
+PROVIDERS: tuple[Register, ...] = (
+    openai_emulator.register,
+    anthropic_emulator.register,
+    gemini_emulator.register,
+    bedrock_emulator.register,
+)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
