@@ -6,6 +6,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 log = logging.getLogger("gateway.config")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+EMULATOR_PATHS = MappingProxyType({"openai": "/openai/v1", "anthropic": "/anthropic"})  # what each SDK's base URL is
 OFFLINE_API_KEY = "offline-emulator-key"
 
 
@@ -30,7 +32,7 @@ class Timeouts(_Strict):
 
 
 class ProviderConfig(_Strict):
-    kind: Literal["openai"]
+    kind: Literal["openai", "anthropic"]
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeouts: Timeouts = Timeouts()
@@ -108,7 +110,9 @@ class GatewayConfig(_Strict):
             raise ConfigError("offline mode needs a running emulator (no emulator URL given)")
         base = emulator_url.rstrip("/")
         providers = {
-            name: p.model_copy(update={"base_url": f"{base}/{p.kind}/v1", "api_key": SecretStr(OFFLINE_API_KEY)})
+            name: p.model_copy(
+                update={"base_url": base + EMULATOR_PATHS[p.kind], "api_key": SecretStr(OFFLINE_API_KEY)}
+            )
             for name, p in self.providers.items()
         }
         return self.model_copy(update={"providers": providers, "offline": True})

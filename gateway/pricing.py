@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from types import MappingProxyType
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
@@ -13,7 +14,7 @@ from gateway.schema import Usage
 log = logging.getLogger("gateway.pricing")
 
 # our provider kinds -> genai-prices provider ids
-_PROVIDER_IDS = {"openai": "openai"}
+_PROVIDER_IDS = MappingProxyType({"openai": "openai", "anthropic": "anthropic"})
 
 
 class Pricer:

@@ -1,12 +1,4 @@
-"""The OpenAI adapter: Chat Completions, Responses and Embeddings through the official SDK's client (retries off).
-
-The SDK does the HTTP: base URL, auth headers, timeouts, connection pool (its aiohttp
-transport) and the status-error classes we map. The bodies are parsed here from the wire
-JSON rather than through the SDK's typed models, which measured at ~0.4 ms per request
-(param transform) and ~0.13 ms per streamed chunk on this machine — more than the rest of
-the gateway together (see BENCHMARKS.md). Parsing the raw stream also lets the adapter see
-the `[DONE]` terminal marker itself.
-"""
+"""The OpenAI adapter: Chat Completions, Responses and Embeddings through the official SDK (retries off)."""
 
 from __future__ import annotations
 
@@ -30,7 +22,7 @@ from gateway.providers.openai_responses import (
     responses_params,
     usage_from_responses,
 )
-from gateway.providers.sse import sse_events
+from gateway.providers.sdk_http import SdkHttp
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -45,8 +37,6 @@ from gateway.schema import (
     ToolCallDelta,
     Usage,
 )
-
-RAW_STREAM_HEADER = ("X-Stainless-Raw-Response", "stream")  # the SDK's own flag: hand back the open response
 
 
 def new_id(prefix: str = "gw") -> str:
@@ -69,11 +59,10 @@ class OpenAIProvider:
             ),
         )
 
-    async def aclose(self) -> None:
-        await self._client.close()
+        self._http = SdkHttp(self._client, name, map_openai_error)
 
-    def _error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
-        return map_openai_error(exc, provider=self.name, model=target.name, **kw)
+    async def aclose(self) -> None:
+        await self._http.aclose()
 
     def _fail(
         self, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
@@ -89,30 +78,12 @@ class OpenAIProvider:
             provider_code="content_filter",
         )
 
-    async def _post_json(self, path: str, body: dict[str, Any], target: Target) -> dict[str, Any]:
-        try:
-            response = await self._client.post(path, cast_to=httpx2.Response, body=body)
-            data = json.loads(response.content)
-        except Exception as exc:
-            raise self._error(exc, target) from None
-        if not isinstance(data, dict):
-            raise self._fail(ErrorKind.INVALID_RESPONSE, f"{path} returned a non-object body", target)
-        return data
-
-    async def _open_stream(self, path: str, body: dict[str, Any], target: Target) -> httpx2.Response:
-        try:
-            return await self._client.post(
-                path, cast_to=httpx2.Response, body=body, options={"headers": dict([RAW_STREAM_HEADER])}
-            )  # type: ignore[arg-type]
-        except Exception as exc:
-            raise self._error(exc, target) from None
-
     # -- chat ---------------------------------------------------------------------------------
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
         if target.entry.api == "responses":
             return await self._complete_responses(request, target)
-        raw = await self._post_json("/chat/completions", chat_params(request, target, stream=False), target)
+        raw = await self._http.post_json("/chat/completions", chat_params(request, target, stream=False), target)
         usage = usage_from_openai(raw.get("usage"))
         choices = raw.get("choices") or ()
         if not choices:
@@ -135,7 +106,7 @@ class OpenAIProvider:
         )
 
     async def _complete_responses(self, request: ChatRequest, target: Target) -> ChatResponse:
-        raw = await self._post_json("/responses", responses_params(request, target, stream=False), target)
+        raw = await self._http.post_json("/responses", responses_params(request, target, stream=False), target)
         usage = usage_from_responses(raw.get("usage"))
         if raw.get("status") == "failed":
             raise self._fail(
@@ -163,7 +134,7 @@ class OpenAIProvider:
         return self._stream_chat(request, target)
 
     async def _stream_chat(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        upstream = await self._open_stream("/chat/completions", chat_params(request, target, stream=True), target)
+        upstream = await self._http.open_stream("/chat/completions", chat_params(request, target, stream=True), target)
         finish: str | None = None
         usage: Usage | None = None
         done = False
@@ -172,7 +143,7 @@ class OpenAIProvider:
             yield StartEvent(
                 id=new_id("chatcmpl"), provider=self.name, model=target.name, upstream_model=target.upstream
             )
-            async for sse in sse_events(upstream.aiter_lines()):
+            async for sse in self._http.events(upstream):
                 if sse.data == "[DONE]":
                     done = True
                     break
@@ -208,7 +179,9 @@ class OpenAIProvider:
         except GatewayError:
             raise
         except Exception as exc:
-            raise self._error(exc, target, started=True, usage=usage or Usage(output_tokens=deltas)) from None
+            raise self._http.error(
+                exc, target, started=deltas > 0, usage=usage or Usage(output_tokens=deltas)
+            ) from None
         finally:
             await upstream.aclose()
         if not done or finish is None:
@@ -226,13 +199,13 @@ class OpenAIProvider:
         yield FinishEvent(finish_reason=finish, usage=usage)  # type: ignore[arg-type]
 
     async def _stream_responses(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        upstream = await self._open_stream("/responses", responses_params(request, target, stream=True), target)
+        upstream = await self._http.open_stream("/responses", responses_params(request, target, stream=True), target)
         tool_index: dict[int, int] = {}
         terminal: dict[str, Any] | None = None
         deltas = 0
         try:
             yield StartEvent(id=new_id("resp"), provider=self.name, model=target.name, upstream_model=target.upstream)
-            async for sse in sse_events(upstream.aiter_lines()):
+            async for sse in self._http.events(upstream):
                 event = json.loads(sse.data)
                 kind = event.get("type")
                 if kind == "response.output_text.delta":
@@ -260,7 +233,7 @@ class OpenAIProvider:
         except GatewayError:
             raise
         except Exception as exc:
-            raise self._error(exc, target, started=True, usage=Usage(output_tokens=deltas)) from None
+            raise self._http.error(exc, target, started=deltas > 0, usage=Usage(output_tokens=deltas)) from None
         finally:
             await upstream.aclose()
         if terminal is None:
@@ -289,7 +262,7 @@ class OpenAIProvider:
         try:
             raw = await self._client.embeddings.create(**params)
         except Exception as exc:
-            raise self._error(exc, target) from None
+            raise self._http.error(exc, target) from None
         vectors = tuple(tuple(d.embedding) for d in sorted(raw.data, key=lambda d: d.index))
         if len(vectors) != len(request.texts):
             raise self._fail(

@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.providers.base import Target
 from gateway.providers.openai_chat import image_url
-from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
+from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -46,6 +46,8 @@ def input_items(request: ChatRequest) -> tuple[str | None, list[dict[str, Any]]]
 
 def responses_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[str, Any]:
     """The keyword arguments for `client.responses.create`."""
+    if request.stop:  # dropping it silently would return text the caller asked to be cut
+        raise validation_error("stop", f"`{target.name}` uses the Responses API, which has no stop sequences")
     instructions, items = input_items(request)
     params: dict[str, Any] = {"model": target.upstream, "input": items, "store": False}
     if instructions is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.config import GatewayConfig, ProviderConfig, Timeouts
+from gateway.providers.anthropic_provider import AnthropicProvider
 from gateway.providers.base import Provider, Target
 from gateway.providers.openai_provider import OpenAIProvider
 from gateway.schema import ErrorKind, GatewayError
@@ -11,6 +12,8 @@ from gateway.schema import ErrorKind, GatewayError
 def build_provider(name: str, config: ProviderConfig) -> Provider:
     if config.kind == "openai":
         return OpenAIProvider(name, config)
+    if config.kind == "anthropic":
+        return AnthropicProvider(name, config)
     raise ValueError(f"providers.{name}.kind: unsupported provider kind `{config.kind}`")
 
 

@@ -1,0 +1,81 @@
+"""Error mapping shared by the Stainless-generated SDKs (openai, anthropic): transport errors by root cause,
+status errors through a provider's own classifier, and 'broken after it started' → truncated_stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import httpx2
+
+from gateway.providers.headers import retry_after_seconds
+from gateway.schema import ErrorKind, GatewayError, Usage
+
+_BROKEN_MID_STREAM = frozenset(
+    {ErrorKind.CONNECTION, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.INVALID_RESPONSE, ErrorKind.OVERLOADED}
+)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    seen = 0
+    while exc.__cause__ is not None and seen < 10:
+        exc, seen = exc.__cause__, seen + 1
+    return exc
+
+
+def upstream_message(body: Any, fallback: str) -> str:
+    """The provider's own message from an error body (`{"error": {"message"}}` in both SDKs' shapes)."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return fallback
+
+
+def map_sdk_error(
+    exc: BaseException,
+    *,
+    sdk: ModuleType,
+    provider: str,
+    model: str,
+    status_kind: Callable[[Any], ErrorKind],
+    retry_after: Callable[[Any], float | None] = lambda e: retry_after_seconds(e.response.headers),
+    started: bool = False,
+    usage: Usage | None = None,
+) -> GatewayError:
+    """Classify `exc` raised by `sdk` (or by the transport under it); `started` means content had streamed."""
+    if isinstance(exc, GatewayError):
+        return exc
+
+    def err(kind: ErrorKind, message: str, **kw: Any) -> GatewayError:
+        if started and kind in _BROKEN_MID_STREAM:
+            message = f"stream broke after it started ({kind.value}): {message}"
+            kind = ErrorKind.TRUNCATED_STREAM
+        return GatewayError(kind, message, provider=provider, model=model, usage=usage, **kw)
+
+    if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError | aiohttp.ClientError | OSError):
+        # The SDKs' aiohttp transport reports every aiohttp connection error as ConnectTimeout;
+        # the root cause tells a reset from a timeout.
+        root = root_cause(exc)
+        if isinstance(root, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError | httpx2.TimeoutException):
+            return err(ErrorKind.TIMEOUT, "upstream timed out")
+        if root is exc and isinstance(exc, sdk.APITimeoutError):
+            return err(ErrorKind.TIMEOUT, "upstream timed out")
+        return err(ErrorKind.CONNECTION, f"upstream connection failed: {type(root).__name__}: {root}")
+    if isinstance(exc, sdk.APIStatusError):
+        kind = status_kind(exc)
+        return err(
+            kind,
+            f"{provider} returned {exc.status_code}: {upstream_message(exc.body, exc.message)}",
+            retry_after=retry_after(exc) if kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED) else None,
+            provider_code=getattr(exc, "code", None) or getattr(exc, "type", None),
+        )
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | KeyError | TypeError):
+        return err(ErrorKind.INVALID_RESPONSE, f"{provider} sent a malformed response: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return err(ErrorKind.TIMEOUT, "upstream timed out")
+    return err(ErrorKind.INVALID_RESPONSE, f"unexpected error from {provider}: {type(exc).__name__}: {exc}")

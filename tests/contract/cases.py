@@ -1,0 +1,56 @@
+"""The providers the contract suite runs against: how to reach each one's emulator and what it can do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.config import ModelEntry, ProviderConfig
+from gateway.providers.base import Provider, Target
+from gateway.providers.registry import build_provider
+from gateway.schema import ErrorKind
+
+ALL_CAPS = frozenset({"tools", "json", "images", "embeddings", "parallel_tools", "stop"})
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    kind: str
+    path: str  # what the SDK's base URL is under the emulator
+    model: str
+    api: str = "chat"
+    caps: frozenset[str] = ALL_CAPS
+    embedding_model: str | None = None
+    fault_kinds: dict[str, ErrorKind] = field(default_factory=dict)  # where a provider differs from the default
+
+    def provider(self, emulator_url: str, read_timeout: float = 1.0) -> Provider:
+        config = ProviderConfig(
+            kind=self.kind, base_url=emulator_url + self.path, api_key="sk-test",
+            timeouts={"connect": 2, "read": read_timeout, "total": 10},
+        )  # fmt: skip
+        return build_provider(self.id, config)
+
+    def target(self, fault: str | None = None) -> Target:
+        upstream = f"{self.model}-fault-{fault}" if fault else self.model
+        return Target(upstream, self.id, ModelEntry(provider=self.id, upstream=upstream, api=self.api))
+
+    def embedding_target(self) -> Target:
+        assert self.embedding_model
+        entry = ModelEntry(provider=self.id, upstream=self.embedding_model, kind="embedding")
+        return Target(self.embedding_model, self.id, entry)
+
+    def expected(self, fault: str, default: ErrorKind) -> ErrorKind:
+        return self.fault_kinds.get(fault, default)
+
+
+CASES = [
+    Case("openai-chat", "openai", "/openai/v1", "gpt-4o-mini", embedding_model="text-embedding-3-small"),
+    Case(
+        "openai-responses",
+        "openai",
+        "/openai/v1",
+        "gpt-4.1-mini",
+        api="responses",
+        caps=ALL_CAPS - {"embeddings", "stop"},
+    ),
+]
