@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.pipeline import Pipeline
 from gateway.schema import ChatRequest, ChatResponse, ErrorKind, GatewayError, StreamEvent, validation_error
 from gateway.streaming import batches_with_heartbeats
-from gateway.wire import native, openai_in, openai_out
+from gateway.wire import anthropic_in, anthropic_out, native, openai_in, openai_out
 
 log = logging.getLogger("gateway.http")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -26,12 +26,15 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return Response(openai_out.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
-def error_response(exc: GatewayError) -> Response:
+def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
+    """The error in the OpenAI format (default) or the Anthropic one (for `/v1/messages`)."""
     headers = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     if exc.provider:
         headers["x-gateway-provider"] = exc.provider
+    if anthropic:
+        return _json(anthropic_out.error_body(exc), anthropic_out.error_status(exc), headers)
     return _json(openai_out.error_body(exc), exc.status_code, headers)
 
 
@@ -100,6 +103,20 @@ class HttpApi:
             raise openai_in.pydantic_error(exc) from None
         return await self._stream(request, native.encode_event)
 
+    async def messages(self, http: Request) -> Response:
+        """The Anthropic Messages API, for any catalog model on any provider; errors in Anthropic's format."""
+        try:
+            request = anthropic_in.parse_messages(await _body(http), http.headers)
+            if request.stream:
+                return await self._stream(request, anthropic_out.MessageStreamEncoder().encode)
+            response: ChatResponse = await self._pipeline.complete(request)
+        except GatewayError as exc:
+            return error_response(exc, anthropic=True)
+        headers = _route_headers(response.provider, response.upstream_model, response.attempts)
+        if response.cost_usd is not None:
+            headers["x-gateway-cost-usd"] = str(response.cost_usd)
+        return _json(anthropic_out.message(response), headers=headers)
+
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
@@ -134,6 +151,7 @@ class HttpApi:
 
         api.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
         api.add_api_route("/v1/gateway/chat", self.native_chat, methods=["POST"])
+        api.add_api_route("/v1/messages", self.messages, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
 

@@ -45,7 +45,8 @@ _METADATA_HEADERS = {
 }
 
 
-def _metadata(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+def metadata_from(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    """Gateway metadata from the `gateway` body object, then `x-gateway-*` headers."""
     meta = dict(body.get("gateway") or {})
     if not isinstance(body.get("gateway", {}), dict):
         raise validation_error("gateway", "must be an object")
@@ -181,7 +182,7 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> tuple[ChatRequest, bool
         "stop": [stop] if isinstance(stop, str) else (stop or []),
         "max_tokens": body.get("max_completion_tokens", body.get("max_tokens")),
         "stream": bool(body.get("stream", False)),
-        "metadata": _metadata(body, headers),
+        "metadata": metadata_from(body, headers),
     }
     for key in ("parallel_tool_calls", "temperature", "top_p", "seed"):
         if body.get(key) is not None:
@@ -217,7 +218,7 @@ def parse_embeddings(body: Any, headers: Mapping[str, str]) -> tuple[EmbeddingsR
                 "model": body.get("model") or "",
                 "texts": texts,
                 "dimensions": body.get("dimensions"),
-                "metadata": _metadata(body, headers),
+                "metadata": metadata_from(body, headers),
             }
         )
     except ValidationError as exc:
