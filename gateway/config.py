@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 log = logging.getLogger("gateway.config")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-EMULATOR_PATHS = MappingProxyType({"openai": "/openai/v1", "anthropic": "/anthropic"})  # what each SDK's base URL is
+EMULATOR_PATHS = MappingProxyType(
+    {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini/"}
+)  # what each SDK's base URL is
 OFFLINE_API_KEY = "offline-emulator-key"
 
 
@@ -32,7 +34,7 @@ class Timeouts(_Strict):
 
 
 class ProviderConfig(_Strict):
-    kind: Literal["openai", "anthropic"]
+    kind: Literal["openai", "anthropic", "gemini"]
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeouts: Timeouts = Timeouts()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from gateway.config import GatewayConfig, ProviderConfig, Timeouts
 from gateway.providers.anthropic_provider import AnthropicProvider
 from gateway.providers.base import Provider, Target
+from gateway.providers.gemini_provider import GeminiProvider
 from gateway.providers.openai_provider import OpenAIProvider
 from gateway.schema import ErrorKind, GatewayError
 
@@ -14,6 +15,8 @@ def build_provider(name: str, config: ProviderConfig) -> Provider:
         return OpenAIProvider(name, config)
     if config.kind == "anthropic":
         return AnthropicProvider(name, config)
+    if config.kind == "gemini":
+        return GeminiProvider(name, config)
     raise ValueError(f"providers.{name}.kind: unsupported provider kind `{config.kind}`")
 
 

@@ -1,0 +1,158 @@
+"""The Gemini adapter: generateContent, streamGenerateContent and embeddings through the official google-genai SDK."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google import genai
+from google.genai import types
+
+from gateway.config import ProviderConfig
+from gateway.providers.base import Target
+from gateway.providers.gemini_contents import BLOCKED, FINISH, config_of, contents_of, parts_of, usage_of
+from gateway.providers.gemini_errors import map_gemini_error
+from gateway.providers.openai_provider import new_id
+from gateway.schema import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorKind,
+    FinishEvent,
+    GatewayError,
+    StartEvent,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+
+
+def _name(value: Any) -> str:
+    return getattr(value, "value", None) or str(value or "")
+
+
+class GeminiProvider:
+    """One configured Gemini API endpoint (generativelanguage.googleapis.com or the emulator)."""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        options: dict[str, Any] = {"api_version": "v1beta", "timeout": int(config.timeouts.total * 1000)}
+        if config.base_url:
+            options["base_url"] = config.base_url
+        self._client = genai.Client(
+            api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
+            http_options=types.HttpOptions(**options),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aio.aclose()
+
+    def _fail(self, kind: ErrorKind, message: str, target: Target, usage: Usage | None, **kw: Any) -> GatewayError:
+        return GatewayError(kind, f"{self.name}: {message}", provider=self.name, model=target.name, usage=usage, **kw)
+
+    def _error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
+        return map_gemini_error(exc, provider=self.name, model=target.name, **kw)
+
+    def _request(self, request: ChatRequest, target: Target) -> dict[str, Any]:
+        system, contents = contents_of(request)
+        config = config_of(request, request.max_tokens or target.entry.max_output_tokens)
+        if system is not None:
+            config["system_instruction"] = system
+        return {"model": target.upstream, "contents": contents, "config": config}
+
+    def _check_blocked(self, response: Any, target: Target, usage: Usage) -> None:
+        feedback = response.prompt_feedback
+        if not response.candidates and feedback is not None and feedback.block_reason:
+            raise self._fail(ErrorKind.CONTENT_FILTERED, f"the prompt was blocked ({_name(feedback.block_reason)})",
+                             target, usage, provider_code=_name(feedback.block_reason))  # fmt: skip
+
+    def _finish(self, reason: Any, has_calls: bool, target: Target, usage: Usage) -> str:
+        name = _name(reason)
+        if name in BLOCKED:
+            raise self._fail(ErrorKind.CONTENT_FILTERED, f"the answer was blocked (finishReason={name})", target,
+                             usage, provider_code=name)  # fmt: skip
+        if name == "MALFORMED_FUNCTION_CALL":
+            raise self._fail(ErrorKind.INVALID_RESPONSE, "the model produced a malformed function call", target, usage)
+        return "tool_calls" if has_calls and name in ("STOP", "") else FINISH.get(name, "stop")
+
+    async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
+        try:
+            raw = await self._client.aio.models.generate_content(**self._request(request, target))
+        except Exception as exc:
+            raise self._error(exc, target) from None
+        usage = usage_of(raw.usage_metadata)
+        self._check_blocked(raw, target, usage)
+        if not raw.candidates:
+            raise self._fail(ErrorKind.INVALID_RESPONSE, "the answer has no candidates", target, usage)
+        texts, calls = parts_of(raw.candidates[0])
+        finish = self._finish(raw.candidates[0].finish_reason, bool(calls), target, usage)
+        return ChatResponse(
+            id=raw.response_id or new_id("gemini"), text="".join(texts) if texts else None, tool_calls=tuple(calls),
+            finish_reason=finish, usage=usage, provider=self.name, model=target.name,  # type: ignore[arg-type]
+            upstream_model=raw.model_version or target.upstream, created=int(time.time()),
+        )  # fmt: skip
+
+    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
+        try:
+            upstream = await self._client.aio.models.generate_content_stream(**self._request(request, target))
+        except Exception as exc:
+            raise self._error(exc, target) from None
+        usage: Usage | None = None
+        reason: Any = None
+        calls = 0
+        deltas = 0
+        try:
+            yield StartEvent(id=new_id("gemini"), provider=self.name, model=target.name, upstream_model=target.upstream)
+            async for chunk in upstream:
+                if chunk.usage_metadata is not None:
+                    usage = usage_of(chunk.usage_metadata)
+                self._check_blocked(chunk, target, usage or Usage())
+                for candidate in (chunk.candidates or ())[:1]:
+                    texts, found = parts_of(candidate, calls)
+                    for text in texts:
+                        deltas += 1
+                        yield TextDelta(text=text)
+                    for call in found:
+                        deltas += 1
+                        yield ToolCallDelta(index=calls, id=call.id, name=call.name, arguments=call.arguments)
+                        calls += 1
+                    if candidate.finish_reason:
+                        reason = candidate.finish_reason
+        except GatewayError as exc:
+            if deltas and exc.kind is not ErrorKind.CONTENT_FILTERED:
+                raise self._fail(ErrorKind.TRUNCATED_STREAM, exc.message, target, exc.usage) from None
+            raise
+        except Exception as exc:
+            raise self._error(exc, target, started=deltas > 0, usage=usage or Usage(output_tokens=deltas)) from None
+        finally:
+            await upstream.aclose()
+        final = usage or Usage(output_tokens=deltas)
+        if reason is None:
+            raise self._fail(ErrorKind.TRUNCATED_STREAM, f"the stream ended without a finishReason after {deltas} "
+                             "deltas", target, final)  # fmt: skip
+        finish = self._finish(reason, calls > 0, target, final)
+        yield FinishEvent(finish_reason=finish, usage=final)  # type: ignore[arg-type]
+
+    async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
+        config: dict[str, Any] = {}
+        if request.dimensions is not None:
+            config["output_dimensionality"] = request.dimensions
+        try:
+            raw = await self._client.aio.models.embed_content(model=target.upstream, contents=list(request.texts),
+                                                              config=config or None)  # fmt: skip
+        except Exception as exc:
+            raise self._error(exc, target) from None
+        vectors = tuple(tuple(e.values or ()) for e in raw.embeddings or ())
+        if len(vectors) != len(request.texts) or not vectors[0]:
+            raise self._fail(ErrorKind.INVALID_RESPONSE, f"{len(vectors)} vectors for {len(request.texts)} inputs",
+                             target, None)  # fmt: skip
+        # The Gemini API reports no token count for embeddings: estimate (~4 characters a token), never 0.
+        estimate = sum(max(1, math.ceil(len(t) / 4)) for t in request.texts)
+        return EmbeddingsResponse(
+            vectors=vectors, dimensions=len(vectors[0]), model=target.name, upstream_model=target.upstream,
+            provider=self.name, usage=Usage(input_tokens=estimate),
+        )  # fmt: skip
