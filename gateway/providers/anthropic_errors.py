@@ -27,6 +27,8 @@ def type_kind(error_type: str | None, message: str = "") -> ErrorKind:
     kind = _TYPES.get(error_type or "", ErrorKind.SERVER)
     if kind is ErrorKind.BAD_REQUEST and "prompt is too long" in message.lower():
         return ErrorKind.CONTEXT_LENGTH
+    if kind is ErrorKind.BAD_REQUEST and "credit balance is too low" in message.lower():
+        return ErrorKind.QUOTA_EXCEEDED  # how Anthropic reports an exhausted prepaid balance
     return kind
 
 

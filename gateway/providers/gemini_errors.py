@@ -38,6 +38,13 @@ def status_kind(exc: errors.APIError) -> ErrorKind:
         return ErrorKind.AUTH
     if "exceeds the maximum number of tokens" in message or "input token count" in message:
         return ErrorKind.CONTEXT_LENGTH
+    if exc.status == "RESOURCE_EXHAUSTED" and any(
+        "PerDay" in str(v.get("quotaId", ""))
+        for d in _details(exc)
+        for v in d.get("violations") or ()
+        if isinstance(v, dict)
+    ):
+        return ErrorKind.QUOTA_EXCEEDED  # a daily quota: retrying soon cannot help
     kind = _STATUS.get(exc.status or "") or _HTTP.get(exc.code)
     if kind is not None:
         return kind
@@ -60,16 +67,10 @@ class _GenaiSdk:
     APIStatusError = errors.APIError
 
 
-def _status_code(exc: errors.APIError) -> ErrorKind:
-    return status_kind(exc)
-
-
 def map_gemini_error(
     exc: BaseException, *, provider: str, model: str, started: bool = False, usage: Usage | None = None
 ) -> GatewayError:
-    if isinstance(exc, errors.APIError) and not hasattr(exc, "status_code"):
-        exc.status_code = exc.code  # type: ignore[attr-defined]  # the shared mapper reports the HTTP status
     return map_sdk_error(
-        exc, sdk=_GenaiSdk, provider=provider, model=model, status_kind=_status_code,  # type: ignore[arg-type]
+        exc, sdk=_GenaiSdk, provider=provider, model=model, status_kind=status_kind,  # type: ignore[arg-type]
         retry_after=retry_after, started=started, usage=usage,
     )  # fmt: skip

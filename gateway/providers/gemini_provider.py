@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
@@ -40,9 +41,16 @@ class GeminiProvider:
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        options: dict[str, Any] = {"api_version": "v1beta", "timeout": int(config.timeouts.total * 1000)}
+        options: dict[str, Any] = {
+            "api_version": "v1beta",
+            "timeout": int(config.timeouts.total * 1000),
+            # One attempt, and no hidden retry: without retry options the SDK's aiohttp path sleeps 1-10 s
+            # and retries once on a connection error.
+            "retry_options": types.HttpRetryOptions(attempts=1),
+        }
         if config.base_url:
             options["base_url"] = config.base_url
+        self._read = config.timeouts.read  # the SDK has one total timeout; upstream silence is bounded here
         self._client = genai.Client(
             api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
             http_options=types.HttpOptions(**options),
@@ -81,7 +89,8 @@ class GeminiProvider:
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
         try:
-            raw = await self._client.aio.models.generate_content(**self._request(request, target))
+            async with asyncio.timeout(self._read):
+                raw = await self._client.aio.models.generate_content(**self._request(request, target))
         except Exception as exc:
             raise self._error(exc, target) from None
         usage = usage_of(raw.usage_metadata)
@@ -98,7 +107,8 @@ class GeminiProvider:
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
         try:
-            upstream = await self._client.aio.models.generate_content_stream(**self._request(request, target))
+            async with asyncio.timeout(self._read):
+                upstream = await self._client.aio.models.generate_content_stream(**self._request(request, target))
         except Exception as exc:
             raise self._error(exc, target) from None
         usage: Usage | None = None
@@ -107,7 +117,12 @@ class GeminiProvider:
         deltas = 0
         try:
             yield StartEvent(id=new_id("gemini"), provider=self.name, model=target.name, upstream_model=target.upstream)
-            async for chunk in upstream:
+            while True:
+                async with asyncio.timeout(self._read):
+                    try:
+                        chunk = await anext(upstream)
+                    except StopAsyncIteration:
+                        break
                 if chunk.usage_metadata is not None:
                     usage = usage_of(chunk.usage_metadata)
                 self._check_blocked(chunk, target, usage or Usage())
@@ -142,8 +157,9 @@ class GeminiProvider:
         if request.dimensions is not None:
             config["output_dimensionality"] = request.dimensions
         try:
-            raw = await self._client.aio.models.embed_content(model=target.upstream, contents=list(request.texts),
-                                                              config=config or None)  # fmt: skip
+            async with asyncio.timeout(self._read):
+                raw = await self._client.aio.models.embed_content(model=target.upstream, contents=list(request.texts),
+                                                                  config=config or None)  # fmt: skip
         except Exception as exc:
             raise self._error(exc, target) from None
         vectors = tuple(tuple(e.values or ()) for e in raw.embeddings or ())

@@ -57,6 +57,8 @@ def map_sdk_error(
             kind = ErrorKind.TRUNCATED_STREAM
         return GatewayError(kind, message, provider=provider, model=model, usage=usage, **kw)
 
+    if isinstance(exc, TimeoutError | httpx2.TimeoutException):  # TimeoutError is an OSError: test it first
+        return err(ErrorKind.TIMEOUT, "upstream timed out")
     if isinstance(exc, sdk.APIConnectionError | httpx2.TransportError | aiohttp.ClientError | OSError):
         # The SDKs' aiohttp transport reports every aiohttp connection error as ConnectTimeout;
         # the root cause tells a reset from a timeout.
@@ -68,14 +70,14 @@ def map_sdk_error(
         return err(ErrorKind.CONNECTION, f"upstream connection failed: {type(root).__name__}: {root}")
     if isinstance(exc, sdk.APIStatusError):
         kind = status_kind(exc)
+        status = getattr(exc, "status_code", None) or getattr(exc, "code", None)
+        body = getattr(exc, "body", None) or getattr(exc, "details", None)  # google-genai keeps the body in .details
         return err(
             kind,
-            f"{provider} returned {exc.status_code}: {upstream_message(exc.body, exc.message)}",
+            f"{provider} returned {status}: {upstream_message(body, getattr(exc, 'message', None) or str(exc))}",
             retry_after=retry_after(exc) if kind in (ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED) else None,
             provider_code=getattr(exc, "code", None) or getattr(exc, "type", None),
         )
     if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError | KeyError | TypeError):
         return err(ErrorKind.INVALID_RESPONSE, f"{provider} sent a malformed response: {type(exc).__name__}: {exc}")
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return err(ErrorKind.TIMEOUT, "upstream timed out")
     return err(ErrorKind.INVALID_RESPONSE, f"unexpected error from {provider}: {type(exc).__name__}: {exc}")

@@ -45,6 +45,7 @@ class Case:
 
 CASES = [
     Case("openai-chat", "openai", "/openai/v1", "gpt-4o-mini", embedding_model="text-embedding-3-small"),
+    # the Responses API has no stop sequences
     Case(
         "openai-responses",
         "openai",
@@ -53,4 +54,6 @@ CASES = [
         api="responses",
         caps=ALL_CAPS - {"embeddings", "stop"},
     ),
+    Case("anthropic", "anthropic", "/anthropic", "claude-haiku-4-5", caps=ALL_CAPS - {"embeddings"}),
+    Case("gemini", "gemini", "/gemini/", "gemini-2.0-flash", embedding_model="gemini-embedding-001"),
 ]
