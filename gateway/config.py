@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 log = logging.getLogger("gateway.config")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# What each SDK's base URL is under the emulator, for offline mode.
 EMULATOR_PATHS = MappingProxyType(
-    {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini/"}
-)  # what each SDK's base URL is
+    {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini/", "bedrock": "/bedrock"}
+)
 OFFLINE_API_KEY = "offline-emulator-key"
 
 
@@ -33,15 +34,39 @@ class Timeouts(_Strict):
     total: float = Field(default=300.0, gt=0)
 
 
+class BedrockRegion(_Strict):
+    """One Bedrock region; calls there are signed with credentials of `role_arn` (assumed via STS) if given."""
+
+    name: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    role_arn: str | None = None
+
+
 class ProviderConfig(_Strict):
-    kind: Literal["openai", "anthropic", "gemini"]
+    kind: Literal["openai", "anthropic", "gemini", "bedrock"]
     base_url: str | None = None
     api_key: SecretStr | None = None
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(default=1000, ge=1)
+    # Bedrock only: regions in order of preference, base AWS credentials (else boto3's default chain),
+    # an STS endpoint override, and how long before expiry assumed-role credentials are refreshed.
+    regions: tuple[BedrockRegion, ...] = ()
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    sts_endpoint_url: str | None = None
+    role_refresh_margin_s: float = Field(default=300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bedrock_has_regions(self) -> ProviderConfig:
+        if self.kind == "bedrock" and not self.regions:
+            raise ValueError("a bedrock provider needs `regions` (at least one)")
+        if self.kind != "bedrock" and (self.regions or self.sts_endpoint_url):
+            raise ValueError("`regions` and `sts_endpoint_url` are for bedrock providers only")
+        return self
 
     @property
     def has_credentials(self) -> bool:
+        if self.kind == "bedrock":
+            return self.aws_access_key_id is not None and bool(self.aws_access_key_id.get_secret_value())
         return self.api_key is not None and bool(self.api_key.get_secret_value())
 
 
@@ -111,9 +136,15 @@ class GatewayConfig(_Strict):
         if emulator_url is None:
             raise ConfigError("offline mode needs a running emulator (no emulator URL given)")
         base = emulator_url.rstrip("/")
+        offline = {"api_key": SecretStr(OFFLINE_API_KEY), "aws_access_key_id": SecretStr("offline"),
+                   "aws_secret_access_key": SecretStr("offline"), "sts_endpoint_url": None}  # fmt: skip
         providers = {
             name: p.model_copy(
-                update={"base_url": base + EMULATOR_PATHS[p.kind], "api_key": SecretStr(OFFLINE_API_KEY)}
+                update={
+                    **offline,
+                    "base_url": base + EMULATOR_PATHS[p.kind],
+                    "regions": tuple(r.model_copy(update={"role_arn": None}) for r in p.regions),  # no STS offline
+                }
             )
             for name, p in self.providers.items()
         }

@@ -14,7 +14,7 @@ from gateway.schema import Usage
 log = logging.getLogger("gateway.pricing")
 
 # our provider kinds -> genai-prices provider ids
-_PROVIDER_IDS = MappingProxyType({"openai": "openai", "anthropic": "anthropic", "gemini": "google"})
+_PROVIDER_IDS = MappingProxyType({"openai": "openai", "anthropic": "anthropic", "gemini": "google", "bedrock": "aws"})
 
 
 class Pricer:

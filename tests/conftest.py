@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gateway.emulators import Emulator, EmulatorSettings
 from tests.support import SLOW_FIRST_TOKEN_MS
+
+# botocore switches to bearer auth (and refuses plain-HTTP endpoints) when this is set; tests sign with SigV4.
+os.environ.pop("AWS_BEARER_TOKEN_BEDROCK", None)
 
 
 @pytest.fixture(scope="session")

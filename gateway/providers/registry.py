@@ -5,56 +5,70 @@ from __future__ import annotations
 from gateway.config import GatewayConfig, ProviderConfig, Timeouts
 from gateway.providers.anthropic_provider import AnthropicProvider
 from gateway.providers.base import Provider, Target
+from gateway.providers.bedrock_provider import BedrockProvider
 from gateway.providers.gemini_provider import GeminiProvider
 from gateway.providers.openai_provider import OpenAIProvider
 from gateway.schema import ErrorKind, GatewayError
 
 
-def build_provider(name: str, config: ProviderConfig) -> Provider:
+def build_providers(name: str, config: ProviderConfig) -> dict[str, Provider]:
+    """The adapters of one configured provider: one, or for Bedrock one per region, named `name@region`."""
     if config.kind == "openai":
-        return OpenAIProvider(name, config)
+        return {name: OpenAIProvider(name, config)}
     if config.kind == "anthropic":
-        return AnthropicProvider(name, config)
+        return {name: AnthropicProvider(name, config)}
     if config.kind == "gemini":
-        return GeminiProvider(name, config)
+        return {name: GeminiProvider(name, config)}
+    if config.kind == "bedrock":
+        return {f"{name}@{r.name}": BedrockProvider(f"{name}@{r.name}", config, r) for r in config.regions}
     raise ValueError(f"providers.{name}.kind: unsupported provider kind `{config.kind}`")
 
 
+def build_provider(name: str, config: ProviderConfig) -> Provider:
+    """The preferred adapter of one configured provider (for Bedrock: its first region)."""
+    return next(iter(build_providers(name, config).values()))
+
+
 class ProviderRegistry:
-    """The adapters of one replica (one SDK client each, connection pools shared by all requests)."""
+    """The adapters of one replica (one SDK client each, connection pools shared by all requests).
+
+    A Bedrock provider is one adapter per region (`bedrock@us-east-1`, ...), so routing and
+    breakers can tell regions apart; its bare name means its preferred (first) region.
+    """
 
     def __init__(self, config: GatewayConfig) -> None:
         self._config = config
-        self._providers = {name: build_provider(name, p) for name, p in config.providers.items()}
+        self._providers: dict[str, Provider] = {}
+        self._configs: dict[str, ProviderConfig] = {}
+        for name, provider in config.providers.items():
+            built = build_providers(name, provider)
+            self._providers.update(built)
+            self._providers.setdefault(name, next(iter(built.values())))
+            self._configs.update(dict.fromkeys([name, *built], provider))
 
     def target(self, model: str, kind: str = "chat") -> Target:
         entry = self._config.models.get(model)
         if entry is None:
             raise GatewayError(
-                ErrorKind.NOT_FOUND,
-                f"model `{model}` is not in the catalog (GET /v1/models lists it)",
-                code="model_not_found",
-                param="model",
-                fallbackable=False,
-            )
+                ErrorKind.NOT_FOUND, f"model `{model}` is not in the catalog (GET /v1/models lists it)",
+                code="model_not_found", param="model", fallbackable=False,
+            )  # fmt: skip
         if entry.kind != kind:
             raise GatewayError(
-                ErrorKind.BAD_REQUEST,
-                f"model `{model}` is a {entry.kind} model, not a {kind} model",
-                code="model_not_supported",
-                param="model",
-            )
+                ErrorKind.BAD_REQUEST, f"model `{model}` is a {entry.kind} model, not a {kind} model",
+                code="model_not_supported", param="model",
+            )  # fmt: skip
         return Target(name=model, provider=entry.provider, entry=entry)
 
     def kind(self, name: str) -> str:
-        return self._config.providers[name].kind
+        return self._configs[name].kind
 
     def timeouts(self, name: str) -> Timeouts:
-        return self._config.providers[name].timeouts
+        return self._configs[name].timeouts
 
     def provider(self, name: str) -> Provider:
         return self._providers[name]
 
     async def aclose(self) -> None:
-        for p in self._providers.values():
+        for p in {id(p): p for p in self._providers.values()}.values():
             await p.aclose()

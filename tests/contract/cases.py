@@ -21,12 +21,16 @@ class Case:
     api: str = "chat"
     caps: frozenset[str] = ALL_CAPS
     embedding_model: str | None = None
+    embedding_dims: int = 32
+    sends_retry_after: bool = True  # Bedrock never sends Retry-After
     fault_kinds: dict[str, ErrorKind] = field(default_factory=dict)  # where a provider differs from the default
 
     def provider(self, emulator_url: str, read_timeout: float = 1.0) -> Provider:
         config = ProviderConfig(
             kind=self.kind, base_url=emulator_url + self.path, api_key="sk-test",
             timeouts={"connect": 2, "read": read_timeout, "total": 10},
+            **({"regions": [{"name": "us-east-1"}], "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+               if self.kind == "bedrock" else {}),
         )  # fmt: skip
         return build_provider(self.id, config)
 
@@ -56,4 +60,13 @@ CASES = [
     ),
     Case("anthropic", "anthropic", "/anthropic", "claude-haiku-4-5", caps=ALL_CAPS - {"embeddings"}),
     Case("gemini", "gemini", "/gemini/", "gemini-2.0-flash", embedding_model="gemini-embedding-001"),
+    Case(
+        "bedrock",
+        "bedrock",
+        "/bedrock",
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        embedding_model="amazon.titan-embed-text-v2:0",
+        embedding_dims=256,
+        sends_retry_after=False,
+    ),
 ]

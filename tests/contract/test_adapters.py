@@ -61,7 +61,7 @@ def _text(events) -> str:
 
 async def test_plain_chat_and_stream_reassembly(provider, case):
     whole = await provider.complete(_req(), case.target())
-    assert whole.text and whole.finish_reason == "stop" and whole.provider == case.id
+    assert whole.text and whole.finish_reason == "stop" and whole.provider.startswith(case.id)  # bedrock@region
     events = await _collect(provider, _req(), case.target())
     assert isinstance(events[0], StartEvent) and isinstance(events[-1], FinishEvent)
     assert _text(events) == whole.text
@@ -155,8 +155,9 @@ async def test_stop_sequence(provider, case):
 
 async def test_embeddings_with_target_dimensions(provider, case):
     need(case, "embeddings")
-    out = await provider.embed(EmbeddingsRequest(model="e", texts=("a", "b c"), dimensions=32), case.embedding_target())
-    assert out.dimensions == 32 and len(out.vectors) == 2 and out.usage.input_tokens > 0
+    request = EmbeddingsRequest(model="e", texts=("a", "b c"), dimensions=case.embedding_dims)
+    out = await provider.embed(request, case.embedding_target())
+    assert out.dimensions == case.embedding_dims and len(out.vectors) == 2 and out.usage.input_tokens > 0
     assert abs(sum(x * x for x in out.vectors[0]) - 1) < 1e-3
 
 
@@ -194,7 +195,7 @@ async def test_faults_map_to_error_kinds(provider, case, fault, kind):
 async def test_retry_after_is_read_from_the_provider(provider, case):
     with pytest.raises(GatewayError) as info:
         await provider.complete(_req(), case.target("429"))
-    assert info.value.retry_after == pytest.approx(1.0)
+    assert info.value.retry_after == (pytest.approx(1.0) if case.sends_retry_after else None)
     assert info.value.retryable and info.value.fallbackable
 
 
@@ -232,7 +233,9 @@ async def test_broken_streams_are_truncated_never_finished(provider, case, fault
 async def test_broken_non_streamed_bodies_are_errors(provider, case, fault):
     with pytest.raises(GatewayError) as info:
         await provider.complete(_req(), case.target(fault))
-    assert info.value.kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)
+    # a cut body: a connection error, or (Bedrock: botocore swallows it) an incomplete answer — retryable either way
+    assert info.value.kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT, ErrorKind.INVALID_RESPONSE)
+    assert info.value.retryable
 
 
 async def test_slow_first_token_still_completes_within_read_timeout(provider, case):

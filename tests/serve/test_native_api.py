@@ -83,7 +83,9 @@ def test_native_error_event_mid_stream(gateway_url):
         gateway_url, {"model": "gpt-4o-mini-fault-cut", "messages": [{"role": "user", "content": "cut me"}]}
     )
     assert events[-1].type == "error"
-    assert events[-1].error.kind == "truncated_stream"
+    delivered = any(e.type == "text_delta" for e in events)
+    allowed = {"truncated_stream"} if delivered else {"truncated_stream", "connection"}
+    assert events[-1].error.kind in allowed
     assert not any(e.type == "finish" for e in events)
 
 

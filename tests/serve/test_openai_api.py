@@ -161,13 +161,17 @@ def test_broken_streams_end_with_an_error_never_a_finish(gw, fault):
     stream = gw.chat.completions.create(
         model=f"gpt-4o-mini-fault-{fault}", stream=True, messages=[{"role": "user", "content": "a long answer please"}]
     )
-    seen_finish = []
+    seen_finish, text = [], ""
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
             if chunk.choices and chunk.choices[0].finish_reason:
                 seen_finish.append(chunk.choices[0].finish_reason)
+            text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
     assert seen_finish == []
-    assert info.value.type == "truncated_stream"
+    # Content already delivered makes it a truncated answer; a break before any content (the reset can reach
+    # the gateway together with the first chunks) is a connection error that later issues can fall back on.
+    allowed = {"truncated_stream"} if text else {"truncated_stream", "connection"}
+    assert info.value.type in allowed
 
 
 def test_stream_fault_before_first_byte_is_an_http_error(gw):

@@ -1,0 +1,120 @@
+"""Translation between the normalized schema and Bedrock Converse (messages, toolConfig, stop reasons, usage)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
+
+JSON_TOOL = "json_response"  # JSON mode rides on a forced tool call, as for Anthropic
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+}
+FILTERED = frozenset({"guardrail_intervened", "content_filtered"})
+MALFORMED = frozenset({"malformed_model_output", "malformed_tool_use"})
+_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if isinstance(message.content, str):
+        if message.content:
+            blocks.append({"text": message.content})
+    elif message.content:
+        for i, part in enumerate(message.content):
+            if part.type == "text":
+                blocks.append({"text": part.text})
+            elif part.data is None:
+                raise validation_error(f"content.{i}", "Bedrock takes images as inline data, not by URL")
+            elif (fmt := _FORMATS.get(part.media_type or "")) is None:
+                raise validation_error(f"content.{i}.media_type", f"Bedrock does not take {part.media_type} images")
+            else:
+                blocks.append({"image": {"format": fmt, "source": {"bytes": base64.b64decode(part.data)}}})
+    for call in message.tool_calls:
+        args = json.loads(call.arguments) if call.arguments.strip() else {}
+        blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": args}})
+    return blocks
+
+
+def converse_args(request: ChatRequest, model_id: str, max_tokens: int | None) -> dict[str, Any]:
+    """Keyword arguments for `client.converse` / `client.converse_stream`."""
+    system = [{"text": m.text()} for m in request.messages if m.role == "system" and m.text()]
+    messages: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            role = "user"
+            blocks = [{"toolResult": {"toolUseId": m.tool_call_id, "content": [{"text": m.text()}]}}]
+        else:
+            role, blocks = m.role, _blocks(m)
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+    args: dict[str, Any] = {"modelId": model_id, "messages": messages}
+    if system:
+        args["system"] = system
+    inference: dict[str, Any] = {}
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if request.temperature is not None:
+        inference["temperature"] = min(request.temperature, 1.0)
+    if request.top_p is not None:
+        inference["topP"] = request.top_p
+    if request.stop:
+        inference["stopSequences"] = list(request.stop)
+    if inference:
+        args["inferenceConfig"] = inference
+    tools = [{"toolSpec": {"name": t.name, "description": t.description or t.name,
+                           "inputSchema": {"json": t.parameters}}} for t in request.tools]  # fmt: skip
+    choice: dict[str, Any] | None = None
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        schema = fmt.json_schema if fmt.type == "json_schema" else {"type": "object"}
+        tools.append({"toolSpec": {"name": JSON_TOOL, "description": "Reply with the JSON answer.",
+                                   "inputSchema": {"json": schema}}})  # fmt: skip
+        choice = {"tool": {"name": JSON_TOOL}}
+    elif isinstance(request.tool_choice, NamedToolChoice):
+        choice = {"tool": {"name": request.tool_choice.name}}
+    elif request.tool_choice == "required":
+        choice = {"any": {}}
+    elif request.tool_choice == "auto":
+        choice = {"auto": {}}
+    if tools and request.tool_choice != "none":
+        args["toolConfig"] = {"tools": tools, **({"toolChoice": choice} if choice else {})}
+    return args
+
+
+def usage_of(usage: dict[str, Any] | None) -> Usage:
+    """Bedrock's inputTokens excludes cache reads and writes; the gateway's input includes them."""
+    if not usage:
+        return Usage()
+    read = usage.get("cacheReadInputTokens") or 0
+    write = usage.get("cacheWriteInputTokens") or 0
+    return Usage(
+        input_tokens=(usage.get("inputTokens") or 0) + read + write,
+        output_tokens=usage.get("outputTokens") or 0,
+        cached_input_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+def content_of(blocks: list[dict[str, Any]], json_mode: bool) -> tuple[str | None, tuple[ToolCall, ...]]:
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in blocks:
+        if "text" in block:
+            texts.append(block["text"])
+        elif "toolUse" in block:
+            use = block["toolUse"]
+            if json_mode and use.get("name") == JSON_TOOL:
+                return json.dumps(use.get("input") or {}), ()
+            calls.append(ToolCall(id=use["toolUseId"], name=use["name"], arguments=json.dumps(use.get("input") or {})))
+    return ("".join(texts) if texts else None), tuple(calls)
