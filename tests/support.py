@@ -35,6 +35,11 @@ def catalog_with_faults() -> dict:
             "dimensions": 1536,
         },
     }
+    models |= {  # one chat model on each of the other providers
+        "claude-haiku-4-5": {"provider": "anthropic", "upstream": "claude-haiku-4-5", "capabilities": {"images": True}},
+        "gemini-2.5-flash": {"provider": "gemini", "upstream": "gemini-2.5-flash", "capabilities": {"images": True}},
+        "bedrock-claude-haiku": {"provider": "bedrock", "upstream": "anthropic.claude-3-haiku-20240307-v1:0"},
+    }
     for fault in FAULTS:
         for base, api in (("gpt-4o-mini", "chat"), ("gpt-4.1-mini", "responses")):
             models[f"{base}-fault-{fault}"] = {"provider": "openai", "upstream": f"{base}-fault-{fault}", "api": api}

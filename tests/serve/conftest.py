@@ -36,6 +36,13 @@ def gateway_url(emulator_url: str) -> str:
                 "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 # a patient provider, so a test can tell client-disconnect cancellation from a read timeout
                 "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
+                "anthropic": {"kind": "anthropic", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
+                "gemini": {"kind": "gemini", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
+                "bedrock": {
+                    "kind": "bedrock",
+                    "regions": [{"name": "us-east-1"}, {"name": "eu-west-1"}],
+                    "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30},
+                },
             },
             "models": {
                 **catalog_with_faults(),
