@@ -56,7 +56,7 @@ class BedrockProvider:
         self._pool = ThreadPoolExecutor(max_workers=min(64, config.max_connections), thread_name_prefix=name)
         session = region_session(config, region, session_name="llm-gateway")
         self._client = session.client(
-            "bedrock-runtime", region_name=region.name, endpoint_url=config.base_url,
+            "bedrock-runtime", region_name=region.name, endpoint_url=config.base_url or None,
             config=Config(retries={"total_max_attempts": 1}, connect_timeout=t.connect, read_timeout=t.read,
                           max_pool_connections=min(64, config.max_connections)),
         )  # fmt: skip
