@@ -59,7 +59,15 @@ CASES = [
         caps=ALL_CAPS - {"embeddings", "stop"},
     ),
     Case("anthropic", "anthropic", "/anthropic", "claude-haiku-4-5", caps=ALL_CAPS - {"embeddings"}),
-    Case("gemini", "gemini", "/gemini/", "gemini-2.0-flash", embedding_model="gemini-embedding-001"),
+    # a thinking model: thought signatures on tool calls, thought tokens in the usage
+    Case(
+        "gemini",
+        "gemini",
+        "/gemini/",
+        "gemini-2.5-flash",
+        embedding_model="gemini-embedding-001",
+        caps=ALL_CAPS | {"reasoning"},
+    ),
     Case(
         "bedrock",
         "bedrock",
