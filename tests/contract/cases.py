@@ -23,6 +23,8 @@ class Case:
     embedding_model: str | None = None
     embedding_dims: int = 32
     sends_retry_after: bool = True  # Bedrock never sends Retry-After
+    midstream_fault: str | None = None  # the provider's own in-stream error after content started
+    safety_faults: tuple[str, ...] = ()  # the provider's own safety outcomes beyond `content-filter`
     fault_kinds: dict[str, ErrorKind] = field(default_factory=dict)  # where a provider differs from the default
 
     def provider(self, emulator_url: str, read_timeout: float = 1.0) -> Provider:
@@ -58,7 +60,14 @@ CASES = [
         api="responses",
         caps=ALL_CAPS - {"embeddings", "stop"},
     ),
-    Case("anthropic", "anthropic", "/anthropic", "claude-haiku-4-5", caps=ALL_CAPS - {"embeddings"}),
+    Case(
+        "anthropic",
+        "anthropic",
+        "/anthropic",
+        "claude-haiku-4-5",
+        caps=ALL_CAPS - {"embeddings"},
+        midstream_fault="overloaded-midstream",
+    ),
     # a thinking model: thought signatures on tool calls, thought tokens in the usage
     Case(
         "gemini",
@@ -67,6 +76,8 @@ CASES = [
         "gemini-2.5-flash",
         embedding_model="gemini-embedding-001",
         caps=ALL_CAPS | {"reasoning"},
+        midstream_fault="error-midstream",
+        safety_faults=("prompt-blocked",),
     ),
     Case(
         "bedrock",
@@ -76,5 +87,7 @@ CASES = [
         embedding_model="amazon.titan-embed-text-v2:0",
         embedding_dims=256,
         sends_retry_after=False,
+        midstream_fault="throttle-midstream",
+        safety_faults=("guardrail",),
     ),
 ]

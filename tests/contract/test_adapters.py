@@ -247,6 +247,27 @@ async def test_broken_streams_are_truncated_never_finished(provider, case, fault
     assert info.value.usage is not None and info.value.usage.output_tokens > 0
 
 
+async def test_the_providers_own_midstream_error_is_a_truncated_stream(provider, case):
+    if case.midstream_fault is None:
+        pytest.skip(f"{case.id} has no in-stream error event of its own")
+    seen = []
+    with pytest.raises(GatewayError) as info:
+        async for event in provider.stream(_req(), case.target(case.midstream_fault)):
+            seen.append(event)
+    assert info.value.kind is ErrorKind.TRUNCATED_STREAM and info.value.provider_code  # the provider's error type
+    assert any(isinstance(e, TextDelta) for e in seen) and not any(isinstance(e, FinishEvent) for e in seen)
+
+
+async def test_the_providers_own_safety_outcomes_are_content_filtered(provider, case):
+    if not case.safety_faults:
+        pytest.skip(f"{case.id} has no safety outcome beyond its content filter")
+    for fault in case.safety_faults:
+        with pytest.raises(GatewayError) as info:
+            await provider.complete(_req(), case.target(fault))
+        assert info.value.kind is ErrorKind.CONTENT_FILTERED and info.value.provider_code, fault
+        assert not info.value.retryable
+
+
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_broken_non_streamed_bodies_are_errors(provider, case, fault):
     with pytest.raises(GatewayError) as info:
