@@ -78,6 +78,14 @@ class Capabilities(_Strict):
     prefill: bool = False
 
 
+class Guardrail(_Strict):
+    """A Bedrock guardrail applied to every call of a model (passed through as Converse's guardrailConfig)."""
+
+    identifier: str
+    version: str = "DRAFT"
+    trace: bool = False
+
+
 class ModelEntry(_Strict):
     """A public model name and where it is served."""
 
@@ -89,6 +97,7 @@ class ModelEntry(_Strict):
     max_output_tokens: int | None = Field(default=None, ge=1)
     dimensions: int | None = Field(default=None, ge=1)
     capabilities: Capabilities = Capabilities()
+    guardrail: Guardrail | None = None  # Bedrock only
 
 
 class ServerConfig(_Strict):

@@ -150,6 +150,13 @@ class AnthropicProvider:
             finish = "stop"
         yield FinishEvent(finish_reason=finish, usage=final)  # type: ignore[arg-type]
 
+    async def count_tokens(self, request: ChatRequest, target: Target) -> int:
+        """The provider's own count of the prompt (`POST /v1/messages/count_tokens`), cache reads included."""
+        body = messages_body(request, target, stream=False)
+        body.pop("max_tokens", None)
+        raw = await self._http.post_json("/v1/messages/count_tokens", body, target)
+        return int(raw.get("input_tokens") or 0)
+
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
         raise GatewayError(ErrorKind.BAD_REQUEST, "Anthropic offers no embeddings API", provider=self.name,
                            model=target.name, param="model")  # fmt: skip

@@ -40,3 +40,9 @@ class Provider(Protocol):
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+class TokenCounter(Protocol):
+    """Optional: adapters whose provider counts prompt tokens itself (Anthropic, Gemini) also offer this."""
+
+    async def count_tokens(self, request: ChatRequest, target: Target) -> int: ...

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+from gateway.config import Guardrail
 from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
 JSON_TOOL = "json_response"  # JSON mode rides on a forced tool call, as for Anthropic
@@ -42,7 +43,9 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
     return blocks
 
 
-def converse_args(request: ChatRequest, model_id: str, max_tokens: int | None) -> dict[str, Any]:
+def converse_args(
+    request: ChatRequest, model_id: str, max_tokens: int | None, guardrail: Guardrail | None = None
+) -> dict[str, Any]:
     """Keyword arguments for `client.converse` / `client.converse_stream`."""
     system = [{"text": m.text()} for m in request.messages if m.role == "system" and m.text()]
     messages: list[dict[str, Any]] = []
@@ -89,6 +92,9 @@ def converse_args(request: ChatRequest, model_id: str, max_tokens: int | None) -
         choice = {"auto": {}}
     if tools and request.tool_choice != "none":
         args["toolConfig"] = {"tools": tools, **({"toolChoice": choice} if choice else {})}
+    if guardrail is not None:
+        args["guardrailConfig"] = {"guardrailIdentifier": guardrail.identifier, "guardrailVersion": guardrail.version,
+                                   "trace": "enabled" if guardrail.trace else "disabled"}  # fmt: skip
     return args
 
 

@@ -43,6 +43,8 @@ from gateway.schema import (
 )
 
 COHERE_BATCH = 96
+COHERE_INPUT_TYPES = {"document": "search_document", "query": "search_query", "classification": "classification",
+                      "clustering": "clustering"}  # fmt: skip
 TITAN_DIMENSIONS = (256, 512, 1024)
 
 
@@ -84,7 +86,8 @@ class BedrockProvider:
         return "stop" if json_mode and finish == "tool_calls" else finish
 
     def _args(self, request: ChatRequest, target: Target) -> dict[str, Any]:
-        return converse_args(request, target.upstream, request.max_tokens or target.entry.max_output_tokens)
+        max_tokens = request.max_tokens or target.entry.max_output_tokens
+        return converse_args(request, target.upstream, max_tokens, target.entry.guardrail)
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
         raw = await self._call(self._client.converse, target, **self._args(request, target))
@@ -187,9 +190,8 @@ class BedrockProvider:
             if request.dimensions not in (None, 1024):
                 raise validation_error("dimensions", f"`{target.name}` returns 1024 dimensions only")
             batches = [request.texts[i : i + COHERE_BATCH] for i in range(0, len(request.texts), COHERE_BATCH)]
-            bodies = [
-                {"texts": list(b), "input_type": "search_document", "embedding_types": ["float"]} for b in batches
-            ]
+            input_type = COHERE_INPUT_TYPES[request.input_type or "document"]
+            bodies = [{"texts": list(b), "input_type": input_type, "embedding_types": ["float"]} for b in batches]
             results = await asyncio.gather(*(self._invoke(target, body) for body in bodies))
             vectors = [tuple(v) for body, _ in results for v in body["embeddings"]["float"]]
             tokens = sum(n for _, n in results)

@@ -31,6 +31,9 @@ from gateway.schema import (
     Usage,
 )
 
+TASK_TYPES = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY", "classification": "CLASSIFICATION",
+              "clustering": "CLUSTERING"}  # fmt: skip
+
 
 def _name(value: Any) -> str:
     return getattr(value, "value", None) or str(value or "")
@@ -152,10 +155,22 @@ class GeminiProvider:
         finish = self._finish(reason, calls > 0, target, final)
         yield FinishEvent(finish_reason=finish, usage=final)  # type: ignore[arg-type]
 
+    async def count_tokens(self, request: ChatRequest, target: Target) -> int:
+        """The provider's own count of the prompt (`:countTokens`)."""
+        args = self._request(request, target)
+        try:
+            async with asyncio.timeout(self._read):
+                raw = await self._client.aio.models.count_tokens(model=args["model"], contents=args["contents"])
+        except Exception as exc:
+            raise self._error(exc, target) from None
+        return int(raw.total_tokens or 0)
+
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
         config: dict[str, Any] = {}
         if request.dimensions is not None:
             config["output_dimensionality"] = request.dimensions
+        if request.input_type is not None:
+            config["task_type"] = TASK_TYPES[request.input_type]
         try:
             async with asyncio.timeout(self._read):
                 raw = await self._client.aio.models.embed_content(model=target.upstream, contents=list(request.texts),

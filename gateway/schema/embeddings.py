@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.schema.chat import GatewayMetadata
@@ -14,6 +16,8 @@ class EmbeddingsRequest(BaseModel):
     model: str = Field(min_length=1)
     texts: tuple[str, ...] = Field(min_length=1, max_length=2048)
     dimensions: int | None = Field(default=None, ge=1)
+    # What the vectors are for, where the provider tunes for it (Gemini task type, Cohere input type).
+    input_type: Literal["document", "query", "classification", "clustering"] | None = None
     metadata: GatewayMetadata = GatewayMetadata()
 
 

@@ -33,7 +33,7 @@ _CHAT_FIELDS = frozenset(
         *_IGNORED_CHAT,
     }
 )
-_EMBED_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "gateway"})
+_EMBED_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format", "user", "gateway", "input_type"})
 _METADATA_HEADERS = {
     "x-gateway-org": "org",
     "x-gateway-user": "user",
@@ -218,6 +218,7 @@ def parse_embeddings(body: Any, headers: Mapping[str, str]) -> tuple[EmbeddingsR
                 "model": body.get("model") or "",
                 "texts": texts,
                 "dimensions": body.get("dimensions"),
+                "input_type": body.get("input_type"),
                 "metadata": metadata_from(body, headers),
             }
         )

@@ -120,6 +120,14 @@ async def test_reasoning_tokens_count_as_output(provider, case):
     assert 0 < answer.usage.reasoning_tokens < answer.usage.output_tokens
 
 
+async def test_provider_token_count_matches_what_a_call_reports(provider, case):
+    if not hasattr(provider, "count_tokens"):
+        pytest.skip(f"{case.id} has no token-counting endpoint")
+    request = ChatRequest(model="m", messages=[{"role": "user", "content": "count these few words please"}])
+    counted = await provider.count_tokens(request, case.target())
+    assert counted > 0 and counted == (await provider.complete(request, case.target())).usage.input_tokens
+
+
 async def test_parallel_tool_calls(provider, case):
     need(case, "parallel_tools")
     whole = await provider.complete(_req("parallel: weather and time please", tools=[WEATHER, TIME]), case.target())
@@ -177,6 +185,19 @@ async def test_embeddings_with_target_dimensions(provider, case):
     out = await provider.embed(request, case.embedding_target())
     assert out.dimensions == case.embedding_dims and len(out.vectors) == 2 and out.usage.input_tokens > 0
     assert abs(sum(x * x for x in out.vectors[0]) - 1) < 1e-3
+
+
+async def test_embeddings_for_queries_and_documents(provider, case, emulator):
+    need(case, "embeddings")
+    vectors = {}
+    for kind in ("query", "document"):
+        request = EmbeddingsRequest(model="e", texts=(f"input type probe {case.id}",), input_type=kind)
+        vectors[kind] = (await provider.embed(request, case.embedding_target())).vectors[0]
+        assert len(vectors[kind]) > 0
+    if case.kind == "gemini":  # Gemini tunes the vector to the task: the two must differ
+        assert vectors["query"] != vectors["document"]
+        sent = [r.body for r in emulator.recorder.requests if f"input type probe {case.id}" in str(r.body)]
+        assert {req["taskType"] for b in sent for req in b["requests"]} == {"RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT"}
 
 
 async def test_usage_matches_the_emulators_billing_record(provider, case, emulator):

@@ -10,7 +10,7 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from gateway.config import ModelEntry, ProviderConfig
 from gateway.providers.base import Target
 from gateway.providers.registry import build_providers
-from gateway.schema import ChatRequest
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
 
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 ROLE = "arn:aws:iam::123456789012:role/gateway-{}"
@@ -77,3 +77,41 @@ async def test_credentials_are_refreshed_before_they_expire(emulator, emulator_u
     finally:
         await provider.aclose()
     assert _signed(emulator, "refresh probe one")[1] != _signed(emulator, "refresh probe two")[1]
+
+
+async def test_a_models_guardrail_is_passed_through_and_its_intervention_is_content_filtered(emulator, emulator_url):
+    config = ProviderConfig(kind="bedrock", base_url=f"{emulator_url}/bedrock", aws_access_key_id="AKIDEXAMPLEBASE",
+                            aws_secret_access_key="base-secret", regions=[{"name": "us-east-1"}])  # fmt: skip
+    provider = build_providers("bedrock", config)["bedrock@us-east-1"]
+    entry = ModelEntry(provider="bedrock", upstream=f"{MODEL}-fault-guardrail",
+                       guardrail={"identifier": "gr-pii", "version": "3", "trace": True})  # fmt: skip
+    request = ChatRequest(model="claude", messages=[{"role": "user", "content": "guardrail probe"}])
+    try:
+        with pytest.raises(GatewayError) as info:
+            await provider.complete(request, Target("claude", provider.name, entry))
+    finally:
+        await provider.aclose()
+    assert info.value.kind is ErrorKind.CONTENT_FILTERED and info.value.provider_code == "guardrail_intervened"
+    sent = next(r for r in reversed(emulator.recorder.requests) if "guardrail probe" in str(r.body))
+    assert sent.body["guardrailConfig"] == {
+        "guardrailIdentifier": "gr-pii",
+        "guardrailVersion": "3",
+        "trace": "enabled",
+    }
+
+
+async def test_cohere_embeddings_are_batched_by_96_with_the_input_type(emulator, emulator_url):
+    config = ProviderConfig(kind="bedrock", base_url=f"{emulator_url}/bedrock", aws_access_key_id="AKIDEXAMPLEBASE",
+                            aws_secret_access_key="base-secret", regions=[{"name": "us-east-1"}])  # fmt: skip
+    provider = build_providers("bedrock", config)["bedrock@us-east-1"]
+    entry = ModelEntry(provider="bedrock", upstream="cohere.embed-english-v3", kind="embedding")
+    texts = tuple(f"cohere batch probe {i}" for i in range(100))
+    try:
+        out = await provider.embed(EmbeddingsRequest(model="c", texts=texts, input_type="query"),
+                                   Target("c", provider.name, entry))  # fmt: skip
+    finally:
+        await provider.aclose()
+    assert len(out.vectors) == 100 and out.dimensions == 1024 and out.usage.input_tokens > 0
+    sent = [r.body for r in emulator.recorder.requests if "cohere batch probe" in str(r.body)]
+    assert sorted(len(b["texts"]) for b in sent) == [4, 96]
+    assert {b["input_type"] for b in sent} == {"search_query"}
