@@ -50,7 +50,14 @@ class Case:
 
 
 CASES = [
-    Case("openai-chat", "openai", "/openai/v1", "gpt-4o-mini", embedding_model="text-embedding-3-small"),
+    Case(
+        "openai-chat",
+        "openai",
+        "/openai/v1",
+        "gpt-4o-mini",
+        embedding_model="text-embedding-3-small",
+        caps=ALL_CAPS | {"auto_cache"},
+    ),
     # the Responses API has no stop sequences
     Case(
         "openai-responses",
@@ -75,7 +82,7 @@ CASES = [
         "/gemini/",
         "gemini-2.5-flash",
         embedding_model="gemini-embedding-001",
-        caps=ALL_CAPS | {"reasoning"},
+        caps=ALL_CAPS | {"reasoning", "auto_cache"},
         midstream_fault="error-midstream",
         safety_faults=("prompt-blocked",),
     ),

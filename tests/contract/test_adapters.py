@@ -120,6 +120,18 @@ async def test_reasoning_tokens_count_as_output(provider, case):
     assert 0 < answer.usage.reasoning_tokens < answer.usage.output_tokens
 
 
+async def test_automatic_prompt_caching_is_reported_as_cached_input(provider, case):
+    need(case, "auto_cache")
+    system = " ".join(f"rule{i} for {case.id}" for i in range(100))  # a long, identical prefix, sent twice
+    request = ChatRequest(
+        model="m", messages=[{"role": "system", "content": system}, {"role": "user", "content": "hi"}]
+    )
+    first = await provider.complete(request, case.target())
+    second = await provider.complete(request, case.target())
+    assert first.usage.cached_input_tokens == 0
+    assert 0 < second.usage.cached_input_tokens <= second.usage.input_tokens == first.usage.input_tokens
+
+
 async def test_provider_token_count_matches_what_a_call_reports(provider, case):
     if not hasattr(provider, "count_tokens"):
         pytest.skip(f"{case.id} has no token-counting endpoint")
