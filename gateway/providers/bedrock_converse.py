@@ -68,7 +68,7 @@ def converse_args(
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
     if request.temperature is not None:
-        inference["temperature"] = min(request.temperature, 1.0)
+        inference["temperature"] = request.temperature  # Bedrock refuses > 1 itself, naming the field
     if request.top_p is not None:
         inference["topP"] = request.top_p
     if request.stop:
