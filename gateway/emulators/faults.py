@@ -6,7 +6,7 @@ import asyncio
 import enum
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -92,9 +92,26 @@ CATALOGUE: Mapping[str, Fault] = MappingProxyType(
 class UnknownFault(ValueError):
     """Raised for a fault name that is not in the catalogue."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"Unknown emulator fault '{name}'. Known faults: {', '.join(sorted(CATALOGUE))}.")
+    def __init__(self, name: str, known: Iterable[str] = CATALOGUE) -> None:
+        super().__init__(f"Unknown emulator fault '{name}'. Known faults: {', '.join(sorted(known))}.")
         self.name = name
+
+
+@dataclass(frozen=True, eq=False)
+class FaultTable:
+    """The faults one provider accepts: the shared catalogue plus the provider's own names."""
+
+    faults: Mapping[str, Fault]
+    listed: tuple[str, ...]  # the names the unknown-fault error message quotes
+
+    @classmethod
+    def with_extras(cls, *extra: Fault, list_extras: bool = True) -> FaultTable:
+        """The shared catalogue plus `extra`; `list_extras=False` keeps them out of the unknown-fault message."""
+        faults = MappingProxyType({**CATALOGUE, **{f.name: f for f in extra}})
+        return cls(faults, tuple(sorted(faults if list_extras else CATALOGUE)))
+
+
+SHARED_FAULTS = FaultTable.with_extras()
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -105,17 +122,28 @@ def split_model(model: str) -> tuple[str, str | None]:
     return base, name
 
 
-def parse_fault(model: str, headers: Mapping[str, str]) -> tuple[str, Fault | None]:
+def parse_fault(model: str, headers: Mapping[str, str], table: FaultTable = SHARED_FAULTS) -> tuple[str, Fault | None]:
     """Return (base model, fault). The model suffix wins over the `x-emulator-fault` header."""
     base, name = split_model(model)
     if name is None:
         name = headers.get(HDR_FAULT) or None
     if name is None:
         return base, None
-    fault = CATALOGUE.get(name.strip().lower())
+    fault = table.faults.get(name.strip().lower())
     if fault is None:
-        raise UnknownFault(name)
+        raise UnknownFault(name, table.listed)
     return base, fault
+
+
+def resolve_fault(
+    model: str, headers: Mapping[str, str], table: FaultTable = SHARED_FAULTS
+) -> tuple[str, Fault | None, UnknownFault | None]:
+    """`parse_fault` that returns an unknown fault name as an `UnknownFault` instead of raising it."""
+    try:
+        base, fault = parse_fault(model, headers, table)
+    except UnknownFault as exc:
+        return split_model(model)[0], None, exc
+    return base, fault, None
 
 
 def once_should_fail(fault: Fault, model: str, headers: Mapping[str, str], body: bytes, seen: BoundedKeySet) -> bool:

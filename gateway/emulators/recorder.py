@@ -37,6 +37,16 @@ class BillingRecord:
     stream: bool = False
     outcome: str = "ok"
     time: float = field(default_factory=time.time)
+    # Prompt-cache writes, for providers that bill them apart (Anthropic, Bedrock); None elsewhere.
+    # `input_tokens` is the whole prompt, cache reads (`cached_input_tokens`) and writes included.
+    cache_write_input_tokens: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as the `/_emulator/billing` JSON, without the cache-write field where it does not apply."""
+        data = asdict(self)
+        if self.cache_write_input_tokens is None:
+            del data["cache_write_input_tokens"]
+        return data
 
 
 class Recorder:
@@ -60,4 +70,4 @@ class Recorder:
         return [asdict(r) for r in list(self.requests)]
 
     def billing_json(self) -> list[dict[str, Any]]:
-        return [asdict(r) for r in list(self.billing)]
+        return [r.as_json() for r in list(self.billing)]

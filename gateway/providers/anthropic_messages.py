@@ -108,16 +108,10 @@ def messages_body(request: ChatRequest, target: Target, *, stream: bool) -> dict
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
     """Anthropic's input_tokens excludes cache reads and writes; the gateway's input includes them."""
-    if not usage:
-        return Usage()
-    read = usage.get("cache_read_input_tokens") or 0
-    write = usage.get("cache_creation_input_tokens") or 0
-    return Usage(
-        input_tokens=(usage.get("input_tokens") or 0) + read + write,
-        output_tokens=usage.get("output_tokens") or 0,
-        cached_input_tokens=read,
-        cache_write_tokens=write,
-    )
+    usage = usage or {}
+    return Usage.cache_exclusive(usage.get("input_tokens") or 0, usage.get("output_tokens") or 0,
+                                 usage.get("cache_read_input_tokens") or 0,
+                                 usage.get("cache_creation_input_tokens") or 0)  # fmt: skip
 
 
 def content_of(blocks: list[dict[str, Any]], json_mode: bool) -> tuple[str | None, tuple[ToolCall, ...]]:

@@ -100,16 +100,9 @@ def converse_args(
 
 def usage_of(usage: dict[str, Any] | None) -> Usage:
     """Bedrock's inputTokens excludes cache reads and writes; the gateway's input includes them."""
-    if not usage:
-        return Usage()
-    read = usage.get("cacheReadInputTokens") or 0
-    write = usage.get("cacheWriteInputTokens") or 0
-    return Usage(
-        input_tokens=(usage.get("inputTokens") or 0) + read + write,
-        output_tokens=usage.get("outputTokens") or 0,
-        cached_input_tokens=read,
-        cache_write_tokens=write,
-    )
+    usage = usage or {}
+    read, write = usage.get("cacheReadInputTokens") or 0, usage.get("cacheWriteInputTokens") or 0
+    return Usage.cache_exclusive(usage.get("inputTokens") or 0, usage.get("outputTokens") or 0, read, write)
 
 
 def content_of(blocks: list[dict[str, Any]], json_mode: bool) -> tuple[str | None, tuple[ToolCall, ...]]:

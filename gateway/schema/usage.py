@@ -21,6 +21,12 @@ class Usage(BaseModel):
     cache_write_tokens: int = Field(default=0, ge=0)
     reasoning_tokens: int = Field(default=0, ge=0)
 
+    @classmethod
+    def cache_exclusive(cls, uncached_input: int, output: int, cache_read: int, cache_write: int) -> Usage:
+        """From a provider whose input count excludes cache reads and writes (Anthropic, Bedrock)."""
+        return cls(input_tokens=uncached_input + cache_read + cache_write, output_tokens=output,
+                   cached_input_tokens=cache_read, cache_write_tokens=cache_write)  # fmt: skip
+
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens

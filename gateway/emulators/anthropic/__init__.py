@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.emulators.anthropic.messages import count_tokens, create_message, get_model, list_models, not_found
-from gateway.emulators.anthropic.wire import OVERLOADED_MIDSTREAM, AnthropicBillingRecord, route
+from gateway.emulators.anthropic.wire import OVERLOADED_MIDSTREAM, route
 from gateway.emulators.config import EmulatorContext
 
 PREFIX = "/anthropic"
@@ -26,4 +26,4 @@ def register(app: web.Application, ctx: EmulatorContext, prefix: str = PREFIX) -
     app.router.add_route("*", prefix + "/{tail:.*}", route(ctx, "not_found", not_found))
 
 
-__all__ = ["OVERLOADED_MIDSTREAM", "PREFIX", "AnthropicBillingRecord", "register"]
+__all__ = ["OVERLOADED_MIDSTREAM", "PREFIX", "register"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.emulators.anthropic.wire import AnthropicCall, context_length_error, invalid
+from gateway.emulators.call import new_id
 from gateway.emulators.faults import Behaviour
-from gateway.emulators.openai.wire import new_id
 from gateway.emulators.text import (
     IMAGE_TOKENS,
     answer_text,

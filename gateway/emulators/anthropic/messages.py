@@ -15,9 +15,8 @@ from gateway.emulators.anthropic.wire import (
     event,
     invalid,
 )
+from gateway.emulators.call import new_id, send_json, stream_response
 from gateway.emulators.faults import ErrorKind
-from gateway.emulators.openai.common import send_json, stream_response
-from gateway.emulators.openai.wire import new_id
 from gateway.emulators.streaming import StreamPlan, run_stream
 
 MODELS = (

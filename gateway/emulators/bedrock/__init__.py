@@ -19,7 +19,7 @@ MODEL = "/model/{model_id:.+}"
 def register(app: web.Application, ctx: EmulatorContext, prefix: str = PREFIX) -> None:
     """Add the Bedrock runtime routes to `app`."""
     app.router.add_post(f"{prefix}{MODEL}/converse", route(ctx, "converse", converse))
-    app.router.add_post(f"{prefix}{MODEL}/converse-stream", route(ctx, "converse-stream", converse_stream, stream=True))
+    app.router.add_post(f"{prefix}{MODEL}/converse-stream", route(ctx, "converse-stream", converse_stream))
     app.router.add_post(f"{prefix}{MODEL}/invoke", route(ctx, "invoke", invoke))
     app.router.add_post(f"{prefix}{MODEL}/count-tokens", route(ctx, "count-tokens", count_tokens_handler))
     app.router.add_route("*", prefix + "/{tail:.*}", route(ctx, "unknown", unknown_operation))

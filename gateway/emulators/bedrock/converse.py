@@ -364,7 +364,7 @@ async def converse(call: Call) -> web.StreamResponse:
     call.bill(
         ans.prompt_tokens,
         ans.output_tokens,
-        cache_read=ans.cache_read,
+        cached=ans.cache_read,
         cache_write=ans.cache_write,
         outcome=_outcome(call, ans, outcome),
     )
@@ -428,7 +428,7 @@ async def converse_stream(call: Call) -> web.StreamResponse:
     call.bill(
         ans.prompt_tokens,
         result.sent_tokens,
-        cache_read=ans.cache_read,
+        cached=ans.cache_read,
         cache_write=ans.cache_write,
         stream=True,
         outcome=_outcome(call, ans, outcome),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import struct
 import uuid
 import zlib
@@ -11,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.emulators.call import dumps
 from gateway.emulators.faults import ErrorKind
 
 PROVIDER = "bedrock"
@@ -56,10 +56,6 @@ class BedrockError(Exception):
 
 def validation(message: str) -> BedrockError:
     return BedrockError.of(ErrorKind.INVALID_REQUEST, message)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def new_request_id() -> str:

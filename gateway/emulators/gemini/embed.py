@@ -7,10 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.emulators.call import send_json
 from gateway.emulators.gemini.common import GeminiCall
 from gateway.emulators.gemini.contents import parse_contents, parse_tools
 from gateway.emulators.gemini.wire import invalid, pick
-from gateway.emulators.openai.common import send_json
 from gateway.emulators.text import count_tokens, embedding
 
 TASK_TYPES = (

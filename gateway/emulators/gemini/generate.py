@@ -10,13 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.emulators.call import dumps, send_json, stream_response
 from gateway.emulators.faults import Behaviour
 from gateway.emulators.gemini.common import ERROR_MIDSTREAM, PROMPT_BLOCKED, GeminiCall
 from gateway.emulators.gemini.contents import Parsed, is_thinking_model, parse_request, thought_signature
 from gateway.emulators.gemini.wire import context_length_error, invalid, sse_event
-from gateway.emulators.openai.common import send_json, stream_response
 from gateway.emulators.openai.generate import Output, generate
-from gateway.emulators.openai.wire import OpenAIError, dumps
+from gateway.emulators.openai.wire import OpenAIError
 from gateway.emulators.streaming import StreamPlan, run_stream
 
 FINISH = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.emulators.call import dumps
 from gateway.emulators.faults import ErrorKind, Fault
-from gateway.emulators.openai.wire import dumps
 
 PROVIDER = "gemini"
 TYPE = "type.googleapis.com/google.rpc."

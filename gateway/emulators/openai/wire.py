@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
+from gateway.emulators.call import dumps, new_id
 from gateway.emulators.config import EmulatorContext
 from gateway.emulators.faults import ErrorKind, Fault
+
+__all__ = [
+    "ERRORS",
+    "PROVIDER",
+    "OpenAIError",
+    "base_headers",
+    "context_length_error",
+    "dumps",
+    "error_response",
+    "new_id",
+    "sse",
+]
 
 PROVIDER = "openai"
 
@@ -63,17 +74,9 @@ class OpenAIError(Exception):
         self.param = param
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
 def sse(value: Any) -> bytes:
     """A chat-style SSE event (`data:` only)."""
     return b"data: " + dumps(value).encode() + b"\n\n"
-
-
-def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
 
 
 def base_headers(ctx: EmulatorContext, request_id: str, limited: bool = False) -> dict[str, str]:
