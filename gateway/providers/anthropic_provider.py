@@ -8,14 +8,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
-import httpx2
 
 from gateway.config import ProviderConfig
 from gateway.providers.anthropic_errors import map_anthropic_error, type_kind
 from gateway.providers.anthropic_messages import JSON_TOOL, STOP_REASONS, content_of, messages_body, usage_of
 from gateway.providers.base import Target
 from gateway.providers.openai_provider import new_id
-from gateway.providers.sdk_http import SdkHttp
+from gateway.providers.sdk_http import SdkHttp, sdk_client
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -37,16 +36,7 @@ class AnthropicProvider:
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        t = config.timeouts
-        client = anthropic.AsyncAnthropic(
-            api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(t.total, connect=t.connect, read=t.read),
-            http_client=anthropic.DefaultAioHttpClient(
-                limits=httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=256),
-            ),
-        )
+        client = sdk_client(anthropic, anthropic.AsyncAnthropic, config)
         self._http = SdkHttp(client, name, map_anthropic_error)
 
     async def aclose(self) -> None:

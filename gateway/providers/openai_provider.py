@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx2
 import openai
 
 from gateway.config import ProviderConfig
@@ -22,7 +21,7 @@ from gateway.providers.openai_responses import (
     responses_params,
     usage_from_responses,
 )
-from gateway.providers.sdk_http import SdkHttp
+from gateway.providers.sdk_http import SdkHttp, sdk_client
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -48,16 +47,7 @@ class OpenAIProvider:
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        t = config.timeouts
-        self._client = openai.AsyncOpenAI(
-            api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
-            base_url=config.base_url,
-            max_retries=0,
-            timeout=httpx2.Timeout(t.total, connect=t.connect, read=t.read),
-            http_client=openai.DefaultAioHttpClient(
-                limits=httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=256),
-            ),
-        )
+        self._client = sdk_client(openai, openai.AsyncOpenAI, config)
 
         self._http = SdkHttp(self._client, name, map_openai_error)
 

@@ -11,16 +11,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from types import ModuleType
 from typing import Any
 
 import httpx2
 
+from gateway.config import ProviderConfig
 from gateway.providers.base import Target
 from gateway.providers.sse import SSEvent, sse_events
 from gateway.schema import ErrorKind, GatewayError
 
 ErrorMapper = Callable[..., GatewayError]
 RAW_STREAM_HEADER = ("X-Stainless-Raw-Response", "stream")  # the SDKs' own flag: hand back the open response
+
+
+def sdk_client(sdk: ModuleType, client_cls: Any, config: ProviderConfig) -> Any:
+    """An async Stainless SDK client (openai / anthropic) with retries off, the config's timeouts, aiohttp transport."""
+    t = config.timeouts
+    return client_cls(
+        api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
+        base_url=config.base_url,
+        max_retries=0,
+        timeout=httpx2.Timeout(t.total, connect=t.connect, read=t.read),
+        http_client=sdk.DefaultAioHttpClient(
+            limits=httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=256),
+        ),
+    )
 
 
 class SdkHttp:
