@@ -122,6 +122,7 @@ class GatewayConfig(_Strict):
     emulator: EmulatorConfig = EmulatorConfig()
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelEntry]
+    routing_policy: str | None = None  # path of the routing policy YAML (relative: to the working directory)
 
     @model_validator(mode="after")
     def _models_name_providers(self) -> GatewayConfig:

@@ -38,8 +38,11 @@ def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     return _json(openai_out.error_body(exc), exc.status_code, headers)
 
 
-def _route_headers(provider: str, model: str, attempts: int) -> dict[str, str]:
-    return {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts)}
+def _route_headers(provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
+    headers = {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts)}
+    if route:
+        headers["x-gateway-route"] = route
+    return headers
 
 
 async def _body(request: Request) -> Any:
@@ -78,7 +81,7 @@ class HttpApi:
 
         headers = dict(SSE_HEADERS)
         if first.type == "start":
-            headers.update(_route_headers(first.provider, first.upstream_model, first.attempt))
+            headers.update(_route_headers(first.provider, first.upstream_model, first.attempt, first.route))
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -87,7 +90,7 @@ class HttpApi:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
             return await self._stream(request, encoder.encode)
         response: ChatResponse = await self._pipeline.complete(request)
-        headers = _route_headers(response.provider, response.upstream_model, response.attempts)
+        headers = _route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
@@ -112,7 +115,7 @@ class HttpApi:
             response: ChatResponse = await self._pipeline.complete(request)
         except GatewayError as exc:
             return error_response(exc, anthropic=True)
-        headers = _route_headers(response.provider, response.upstream_model, response.attempts)
+        headers = _route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
         return _json(anthropic_out.message(response), headers=headers)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
+from gateway.routing.planner import AUTO, Candidate, RoutePlan, plan_route
+from gateway.routing.policy import Retry, RoutingPolicy
+from gateway.routing.retry import decide
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -25,6 +30,9 @@ from gateway.schema import (
     UsageEvent,
     validation_error,
 )
+
+log = logging.getLogger("gateway.pipeline")
+T = TypeVar("T")
 
 
 def check_capabilities(request: ChatRequest, target: Target) -> None:
@@ -48,53 +56,100 @@ def check_capabilities(request: ChatRequest, target: Target) -> None:
 class Pipeline:
     """Everything one request does inside a replica (no Ray here; actor-backed parts arrive as plain objects)."""
 
-    def __init__(self, registry: ProviderRegistry, pricer: Pricer, *, usage_every: int = 20) -> None:
+    def __init__(
+        self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *, usage_every: int = 20
+    ) -> None:
         self._registry = registry
         self._pricer = pricer
+        self._policy = policy
+        self._rules = policy.retry if policy is not None else Retry()
         self._usage_every = usage_every
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        started = time.perf_counter()
-        target = self._registry.target(request.model)
+    def plan(self, request: ChatRequest) -> RoutePlan:
+        """The candidates to try, in order (a requested model's missing capability is named as a field error)."""
+        if request.model != AUTO:
+            check_capabilities(request, self._registry.target(request.model))
+        if self._policy is None:
+            if request.model == AUTO:
+                raise validation_error("model", "`auto` needs a routing policy (none is configured)")
+            return RoutePlan(None, (Candidate(request.model, "requested"),))
+        return plan_route(request, self._policy, self._registry.catalog)
+
+    async def _run(self, plan: RoutePlan, once: Callable[[Target], Awaitable[T]]) -> tuple[T, Target, int]:
+        """Try the plan: retry a model on curable errors, fall back on the rest, stop on final ones."""
+        attempts = 0
+        last: GatewayError | None = None
+        for candidate in plan.candidates:
+            target = self._registry.target(candidate.model)
+            tries = 0
+            while True:
+                attempts += 1
+                tries += 1
+                try:
+                    return await once(target), target, attempts
+                except GatewayError as exc:
+                    last = exc
+                    decision = decide(exc, tries, attempts, self._rules)
+                    log.info("attempt %d on %s failed (%s): %s", attempts, target.name, exc.kind.value, decision.why)
+                    if decision.action == "retry":
+                        await asyncio.sleep(decision.delay_s)
+                        continue
+                    if decision.action == "stop":
+                        raise
+                    break
+        assert last is not None
+        raise last
+
+    async def _complete_once(self, request: ChatRequest, target: Target) -> ChatResponse:
         check_capabilities(request, target)
         total = self._registry.timeouts(target.provider).total
         try:
             async with asyncio.timeout(total):
-                response = await self._registry.provider(target.provider).complete(request, target)
+                return await self._registry.provider(target.provider).complete(request, target)
         except TimeoutError:
-            raise GatewayError(
-                ErrorKind.TIMEOUT,
-                f"no answer within the total timeout of {total:g} s",
-                provider=target.provider,
-                model=target.name,
-            ) from None
+            raise GatewayError(ErrorKind.TIMEOUT, f"no answer within the total timeout of {total:g} s",
+                               provider=target.provider, model=target.name) from None  # fmt: skip
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        plan = self.plan(request)
+        response, target, attempts = await self._run(plan, lambda t: self._complete_once(request, t))
         latency = (time.perf_counter() - started) * 1000
         cost = self._pricer.cost(self._registry.kind(target.provider), response.upstream_model, response.usage)
-        return response.model_copy(update={"attempts": 1, "latency_ms": latency, "cost_usd": cost})
+        return response.model_copy(
+            update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
+        )
+
+    async def _open(self, request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+        """Open a stream on `target` until the upstream accepts it (its StartEvent); failures before are retryable."""
+        check_capabilities(request, target)
+        events = self._registry.provider(target.provider).stream(request, target)
+        try:
+            return events, await anext(events)
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Typed events: start, deltas, running usage, then finish — or an error event once started.
 
-        An error before the upstream accepted the call is raised (the ingress turns it into an
-        HTTP error); after that it becomes a final ErrorEvent that never looks like a finish.
+        Until an upstream accepts the call the plan is retried and fallen back along; an error
+        then is raised (the ingress turns it into an HTTP error). After that it becomes a final
+        ErrorEvent that never looks like a finish.
         """
         started = time.perf_counter()
-        target = self._registry.target(request.model)
-        check_capabilities(request, target)
-        events = self._registry.provider(target.provider).stream(request, target)
+        plan = self.plan(request)
+        (events, first), target, attempts = await self._run(plan, lambda t: self._open(request, t))
         deadline = started + self._registry.timeouts(target.provider).total
         deltas = 0
-        begun = False
         try:
+            if isinstance(first, StartEvent):
+                yield first.model_copy(update={"attempt": attempts, "route": plan.header})
             async for event in events:
                 if time.perf_counter() > deadline:  # silence is bounded by the read timeout; this bounds trickling
-                    raise GatewayError(
-                        ErrorKind.TRUNCATED_STREAM if begun else ErrorKind.TIMEOUT,
-                        "the stream exceeded its total timeout",
-                        provider=target.provider,
-                        model=target.name,
-                        usage=Usage(output_tokens=deltas),
-                    )
+                    raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total timeout",
+                                       provider=target.provider, model=target.name,
+                                       usage=Usage(output_tokens=deltas))  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
                     deltas += 1
                     yield event
@@ -103,19 +158,12 @@ class Pipeline:
                 elif isinstance(event, FinishEvent):
                     latency = (time.perf_counter() - started) * 1000
                     cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, event.usage)
-                    yield event.model_copy(update={"latency_ms": latency, "attempts": 1, "cost_usd": cost})
-                elif isinstance(event, StartEvent):
-                    begun = True
-                    yield event.model_copy(update={"attempt": 1})
+                    yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost})
                 else:
                     yield event
         except GatewayError as exc:
-            if not begun:
-                raise
             yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
         except Exception as exc:  # a bug or an unmapped failure must still end the stream visibly
-            if not begun:
-                raise GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}") from exc
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
         finally:
             await events.aclose()  # type: ignore[attr-defined]

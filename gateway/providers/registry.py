@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.config import GatewayConfig, ProviderConfig, Timeouts
+from collections.abc import Mapping
+
+from gateway.config import GatewayConfig, ModelEntry, ProviderConfig, Timeouts
 from gateway.providers.anthropic_provider import AnthropicProvider
 from gateway.providers.base import Provider, Target
 from gateway.providers.bedrock_provider import BedrockProvider
@@ -59,6 +61,10 @@ class ProviderRegistry:
                 code="model_not_supported", param="model",
             )  # fmt: skip
         return Target(name=model, provider=entry.provider, entry=entry)
+
+    @property
+    def catalog(self) -> Mapping[str, ModelEntry]:
+        return self._config.models
 
     def kind(self, name: str) -> str:
         return self._configs[name].kind

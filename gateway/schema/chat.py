@@ -145,6 +145,7 @@ class ChatRequest(_Frozen):
     stop: tuple[str, ...] = Field(default=(), max_length=4)
     seed: int | None = None
     response_format: ResponseFormat | None = None
+    fallbacks: tuple[str, ...] = Field(default=(), max_length=8)  # the caller's own backup models, in order
     stream: bool = False
     metadata: GatewayMetadata = GatewayMetadata()
 

@@ -25,6 +25,7 @@ class StartEvent(_Event):
     model: str
     upstream_model: str
     attempt: int = 1
+    route: str | None = None
 
 
 class TextDelta(_Event):

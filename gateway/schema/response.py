@@ -29,4 +29,5 @@ class ChatResponse(BaseModel):
     attempts: int = 1
     latency_ms: float = 0.0
     cost_usd: Decimal | None = None  # None: no known price for the model (never a silent $0)
+    route: str | None = None  # the route plan: task class and ordered candidates
     created: int = 0

@@ -30,6 +30,8 @@ _CHAT_FIELDS = frozenset(
         "n",
         "logprobs",
         "gateway",
+        "fallbacks",
+        "models",
         *_IGNORED_CHAT,
     }
 )
@@ -184,6 +186,10 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> tuple[ChatRequest, bool
         "stream": bool(body.get("stream", False)),
         "metadata": metadata_from(body, headers),
     }
+    backups = body.get("fallbacks") or body.get("models") or []  # LiteLLM / OpenRouter spellings
+    if not isinstance(backups, list) or not all(isinstance(m, str) for m in backups):
+        raise validation_error("fallbacks", "must be a list of model names")
+    data["fallbacks"] = [m for m in backups if m != data["model"]]
     for key in ("parallel_tool_calls", "temperature", "top_p", "seed"):
         if body.get(key) is not None:
             data[key] = body[key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,7 @@ def gateway_url(emulator_url: str) -> str:
                     "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30},
                 },
             },
+            "routing_policy": str(Path(__file__).parent / "routing_policy.yaml"),
             "models": {
                 **catalog_with_faults(),
                 "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"},

@@ -1,0 +1,84 @@
+"""The routing policy file: task classes with ordered candidate chains, org overrides, retry limits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.config import ConfigError, ModelEntry
+from gateway.schema.chat import TaskClass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Chain(_Strict):
+    candidates: tuple[str, ...] = Field(min_length=1)
+
+
+class OrgOverride(_Strict):
+    """Per-org rules: its own chains, and models it may (allow) or may not (deny) use."""
+
+    task_classes: dict[TaskClass, Chain] = {}
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+
+
+class Retry(_Strict):
+    per_candidate: int = Field(default=2, ge=1, le=10)  # attempts on one model before falling back
+    total: int = Field(default=4, ge=1, le=20)  # attempts across the whole plan
+    backoff_base_s: float = Field(default=0.2, ge=0)
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    max_retry_after_s: float = Field(default=5.0, ge=0)  # a longer Retry-After falls back instead of waiting
+
+
+class RoutingPolicy(_Strict):
+    task_classes: dict[TaskClass, Chain]
+    default_task_class: TaskClass = "quick"
+    long_context_tokens: int = Field(default=32_000, ge=1)  # a prompt this long infers `planning`
+    orgs: dict[str, OrgOverride] = {}
+    retry: Retry = Retry()
+
+    def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
+        """Unknown models, or a chat model in the embeddings chain (and vice versa), are load-time errors."""
+        chains = [(f"task_classes.{k}", k, c) for k, c in self.task_classes.items()]
+        for org, override in self.orgs.items():
+            chains += [(f"orgs.{org}.task_classes.{k}", k, c) for k, c in override.task_classes.items()]
+            for field in ("allow", "deny"):
+                for model in getattr(override, field) or ():
+                    if model not in catalog:
+                        raise ConfigError(f"{source}: orgs.{org}.{field}: unknown model `{model}`")
+        for where, task, chain in chains:
+            for i, model in enumerate(chain.candidates):
+                entry = catalog.get(model)
+                if entry is None:
+                    raise ConfigError(f"{source}: {where}.candidates.{i}: unknown model `{model}`")
+                wanted = "embedding" if task == "embeddings" else "chat"
+                if entry.kind != wanted:
+                    raise ConfigError(f"{source}: {where}.candidates.{i}: `{model}` is not a {wanted} model")
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:
+    """Load and check a policy; a relative path not found from the working directory is tried from the project."""
+    file = Path(path)
+    if not file.is_absolute() and not file.exists() and (PROJECT_ROOT / file).exists():
+        file = PROJECT_ROOT / file
+    try:
+        data = yaml.safe_load(file.read_text())
+        policy = RoutingPolicy.model_validate(data)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{file}: {problems}") from None
+    policy.check_models(catalog, str(file))
+    return policy

@@ -1,0 +1,58 @@
+"""End to end: model `auto` routes by task class, retries curable errors, falls back, and says what it did."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+def test_auto_falls_back_past_an_overloaded_model_and_reports_the_route(gw, emulator):
+    before = sum(1 for r in emulator.recorder.requests if "fault-503" in str(r.body))
+    raw = gw.chat.completions.with_raw_response.create(
+        model="auto",
+        messages=[{"role": "user", "content": "quick one"}],
+        extra_body={"gateway": {"task_class": "quick"}},
+    )
+    answer = raw.parse()
+    assert answer.model == "claude-haiku-4-5" and raw.headers["x-gateway-provider"] == "anthropic"
+    # the 503 asks for Retry-After 1 s, longer than this policy waits (0.5 s): fall back at once, no retry
+    assert raw.headers["x-gateway-attempts"] == "2"
+    assert raw.headers["x-gateway-route"] == "quick:gpt-4o-mini-fault-503>claude-haiku-4-5>gpt-4o-mini"
+    assert sum(1 for r in emulator.recorder.requests if "fault-503" in str(r.body)) - before == 1
+
+
+def test_a_server_error_is_retried_on_the_same_model(gw):
+    raw = gw.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini-fault-500-once", messages=[{"role": "user", "content": "retry me, unique 7c1"}]
+    )
+    assert raw.parse().model == "gpt-4o-mini-fault-500-once" and raw.headers["x-gateway-attempts"] == "2"
+
+
+def test_streams_fall_back_before_the_first_byte(gw):
+    chunks = list(gw.chat.completions.create(model="auto", stream=True, messages=[{"role": "user", "content": "s"}],
+                                             extra_body={"gateway": {"task_class": "quick"}}))  # fmt: skip
+    assert chunks[0].model == "claude-haiku-4-5" and chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_context_length_moves_to_the_next_model_without_retrying(gw, emulator):
+    raw = gw.chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "long context"}], response_format={"type": "json_object"}
+    )  # JSON mode infers the `code` class
+    assert raw.parse().model == "gemini-2.5-flash" and raw.headers["x-gateway-attempts"] == "2"
+
+
+def test_content_filter_is_final_no_fallback(gw):
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}],
+                                   extra_body={"gateway": {"task_class": "planning"}})  # fmt: skip
+    assert info.value.code == "content_filter"
+
+
+def test_requested_model_uses_the_callers_own_fallbacks(gw):
+    raw = gw.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini-fault-quota", messages=[{"role": "user", "content": "x"}],
+        extra_body={"fallbacks": ["gemini-2.5-flash"]},
+    )  # fmt: skip
+    assert raw.parse().model == "gemini-2.5-flash" and raw.headers["x-gateway-attempts"] == "2"

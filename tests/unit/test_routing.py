@@ -1,0 +1,88 @@
+"""Route planning and the retry/fallback decision: pure functions of the policy."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+from gateway.routing.planner import plan_route
+from gateway.routing.policy import Retry, RoutingPolicy, load_policy
+from gateway.routing.retry import decide
+from gateway.schema import ChatRequest, GatewayError
+
+CATALOG = load_config().models
+POLICY = load_policy(Path(__file__).parents[2] / "policies" / "routing.yaml", CATALOG)
+
+
+def _req(text="hi", **kw) -> ChatRequest:
+    return ChatRequest(model="auto", messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_the_shipped_policy_has_the_seed_chains():
+    assert POLICY.task_classes["planning"].candidates[:3] == (
+        "bedrock-claude-sonnet-4-5",
+        "claude-sonnet-4-5",
+        "gpt-4o",
+    )
+    assert POLICY.task_classes["quick"].candidates[0] == "bedrock-claude-3-haiku"
+    assert POLICY.task_classes["code"].candidates == ("gpt-4o-mini", "claude-haiku-4-5")
+
+
+def test_task_class_is_given_or_inferred():
+    assert plan_route(_req(metadata={"task_class": "planning"}), POLICY, CATALOG).task_class == "planning"
+    assert plan_route(_req(response_format={"type": "json_object"}), POLICY, CATALOG).task_class == "code"
+    assert plan_route(_req("word " * 40_000), POLICY, CATALOG).task_class == "planning"
+    assert plan_route(_req(), POLICY, CATALOG).task_class == "quick"
+
+
+def test_models_that_cannot_serve_the_request_are_skipped_with_a_reason():
+    image = ChatRequest(model="auto", metadata={"task_class": "quick"}, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "x"}, {"type": "image", "url": "https://example.invalid/a.png"}]}])  # fmt: skip
+    plan = plan_route(image, POLICY, CATALOG)
+    assert all(CATALOG[c.model].capabilities.images for c in plan.candidates)
+    huge = plan_route(_req("word " * 600_000, metadata={"task_class": "planning"}), POLICY, CATALOG)
+    assert [c.model for c in huge.candidates] == ["gemini-2.5-pro"]  # the only window that fits ~600k tokens
+    assert any("context window" in why for _, why in huge.skipped)
+
+
+def test_requested_model_then_its_fallbacks_and_org_rules():
+    plan = plan_route(ChatRequest(model="gpt-4o", fallbacks=["gemini-2.5-flash", "nope"],
+                                  messages=[{"role": "user", "content": "x"}]), POLICY, CATALOG)  # fmt: skip
+    assert [c.model for c in plan.candidates] == ["gpt-4o", "gemini-2.5-flash"] and plan.skipped[0][0] == "nope"
+    policy = RoutingPolicy.model_validate({**POLICY.model_dump(), "orgs": {"acme": {"deny": ["gpt-4o-mini"]}}})
+    plan = plan_route(_req(metadata={"org": "acme", "task_class": "code"}), policy, CATALOG)
+    assert [c.model for c in plan.candidates] == ["claude-haiku-4-5"]
+
+
+def test_unknown_models_in_a_policy_fail_at_load(tmp_path):
+    bad = tmp_path / "routing.yaml"
+    bad.write_text("task_classes: {quick: {candidates: [gpt-5-ultra]}}\n")
+    with pytest.raises(ConfigError, match=r"task_classes\.quick\.candidates\.0: unknown model `gpt-5-ultra`"):
+        load_policy(bad, CATALOG)
+
+
+RULES = Retry(per_candidate=2, total=4, backoff_base_s=0.2, backoff_max_s=2.0, max_retry_after_s=5)
+
+
+@pytest.mark.parametrize(
+    ("error", "tries", "total", "action"),
+    [
+        (GatewayError("server", "x"), 1, 1, "retry"),
+        (GatewayError("server", "x"), 2, 2, "fallback"),  # this model's attempts are spent
+        (GatewayError("rate_limited", "x", retry_after=1), 1, 1, "retry"),
+        (GatewayError("rate_limited", "x", retry_after=60), 1, 1, "fallback"),  # too long to wait
+        (GatewayError("context_length", "x"), 1, 1, "fallback"),  # never the same model again
+        (GatewayError("content_filtered", "x"), 1, 1, "stop"),
+        (GatewayError("bad_request", "x"), 1, 1, "stop"),
+        (GatewayError("server", "x"), 1, 4, "stop"),  # the plan's budget is spent
+    ],
+)
+def test_retry_decisions(error, tries, total, action):
+    assert decide(error, tries, total, RULES, rand=0.5).action == action
+
+
+def test_backoff_grows_and_honours_retry_after():
+    assert decide(GatewayError("rate_limited", "x", retry_after=1.5), 1, 1, RULES).delay_s == 1.5
+    first = decide(GatewayError("overloaded", "x"), 1, 1, RULES, rand=1.0).delay_s
+    assert first == pytest.approx(0.2)
+    assert decide(GatewayError("overloaded", "x"), 1, 1, RULES, rand=0.0).delay_s == pytest.approx(0.1)
