@@ -120,6 +120,20 @@ class HttpApi:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
         return _json(anthropic_out.message(response), headers=headers)
 
+    async def route(self, http: Request) -> Response:
+        """Dry run: the route plan an OpenAI-format chat request would get, and why; nothing is called."""
+        request, _ = openai_in.parse_chat(await _body(http), http.headers)
+        plan = self._pipeline.plan(request)
+        catalog = self._config.models
+        candidates = [
+            {"model": c.model, "provider": catalog[c.model].provider, "upstream": catalog[c.model].upstream,
+             "reason": c.reason} for c in plan.candidates
+        ]  # fmt: skip
+        skipped = [{"model": m, "why": why} for m, why in plan.skipped]
+        return _json(
+            {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}
+        )
+
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
@@ -155,6 +169,7 @@ class HttpApi:
         api.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
         api.add_api_route("/v1/gateway/chat", self.native_chat, methods=["POST"])
         api.add_api_route("/v1/messages", self.messages, methods=["POST"])
+        api.add_api_route("/v1/gateway/route", self.route, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
 

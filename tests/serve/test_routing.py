@@ -56,3 +56,15 @@ def test_requested_model_uses_the_callers_own_fallbacks(gw):
         extra_body={"fallbacks": ["gemini-2.5-flash"]},
     )  # fmt: skip
     assert raw.parse().model == "gemini-2.5-flash" and raw.headers["x-gateway-attempts"] == "2"
+
+
+@pytest.mark.parametrize("task", ["quick", "code", "planning"])
+def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
+    import httpx
+
+    r = httpx.post(f"{gateway_url}/v1/gateway/route", json={
+        "model": "auto", "messages": [{"role": "user", "content": "x"}], "gateway": {"task_class": task}})  # fmt: skip
+    plan = r.json()
+    assert r.status_code == 200 and plan["task_class"] == task
+    assert plan["candidates"] and all(c["reason"].startswith(f"{task} chain #") for c in plan["candidates"])
+    assert plan["route"].startswith(f"{task}:") and plan["candidates"][0]["provider"]
