@@ -2,6 +2,10 @@
 
 from decimal import Decimal
 
+import pytest
+from genai_prices import Usage as PriceUsage
+from genai_prices import calc_price
+
 from gateway.pricing import Pricer
 from gateway.schema import Usage
 
@@ -23,3 +27,27 @@ def test_output_and_dated_model_ids():
 
 def test_unknown_model_has_no_price_not_zero():
     assert Pricer().cost("openai", "made-up-model-x", Usage(input_tokens=5, output_tokens=5)) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "model"),
+    [("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("openai", "text-embedding-3-small"), ("openai", "o4-mini"),
+     ("anthropic", "claude-haiku-4-5"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-flash"),
+     ("gemini", "gemini-2.5-pro"), ("bedrock", "anthropic.claude-3-haiku-20240307-v1:0")],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "usage",
+    [Usage(input_tokens=1234, output_tokens=567), Usage(input_tokens=5000, cached_input_tokens=4096, output_tokens=10),
+     Usage(input_tokens=3000, cache_write_tokens=2000, output_tokens=1),
+     Usage(input_tokens=250_000, output_tokens=9000)],
+)  # fmt: skip
+def test_fast_flat_prices_agree_with_genai_prices(kind, model, usage):
+    provider = {"gemini": "google", "bedrock": "aws"}.get(kind, kind)
+    try:
+        expected = calc_price(PriceUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                         cache_read_tokens=usage.cached_input_tokens or None,
+                                         cache_write_tokens=usage.cache_write_tokens or None),
+                              model_ref=model, provider_id=provider).total_price  # fmt: skip
+    except LookupError:
+        pytest.skip(f"genai-prices has no {provider} {model}")
+    assert Pricer().cost(kind, model, usage) == expected
