@@ -10,8 +10,9 @@ from typing import TypeVar
 
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
+from gateway.routing.breaker import BreakerBoard
 from gateway.routing.planner import AUTO, Candidate, RoutePlan, plan_route
-from gateway.routing.policy import Retry, RoutingPolicy
+from gateway.routing.policy import Breakers, Retry, RoutingPolicy
 from gateway.routing.retry import decide
 from gateway.schema import (
     ChatRequest,
@@ -63,6 +64,8 @@ class Pipeline:
         self._pricer = pricer
         self._policy = policy
         self._rules = policy.retry if policy is not None else Retry()
+        b = policy.breakers if policy is not None else Breakers()
+        self.breakers = BreakerBoard(b.failure_threshold, b.cooldown_s, b.half_open_probes)
         self._usage_every = usage_every
 
     def plan(self, request: ChatRequest) -> RoutePlan:
@@ -81,13 +84,24 @@ class Pipeline:
         last: GatewayError | None = None
         for candidate in plan.candidates:
             target = self._registry.target(candidate.model)
+            breaker = self.breakers.get(target.provider, target.name)
             tries = 0
             while True:
+                if not breaker.allow():
+                    log.info("skipping %s: its circuit breaker is open", target.name)
+                    last = last or GatewayError(
+                        ErrorKind.OVERLOADED, f"`{target.name}` is failing; its circuit breaker is open",
+                        provider=target.provider, model=target.name, retry_after=breaker.retry_in(),
+                    )  # fmt: skip
+                    break
                 attempts += 1
                 tries += 1
                 try:
-                    return await once(target), target, attempts
+                    result = await once(target)
+                    breaker.success()
+                    return result, target, attempts
                 except GatewayError as exc:
+                    self.breakers.record(target.provider, target.name, exc)
                     last = exc
                     decision = decide(exc, tries, attempts, self._rules)
                     log.info("attempt %d on %s failed (%s): %s", attempts, target.name, exc.kind.value, decision.why)
@@ -162,6 +176,7 @@ class Pipeline:
                 else:
                     yield event
         except GatewayError as exc:
+            self.breakers.record(target.provider, target.name, exc)
             yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
         except Exception as exc:  # a bug or an unmapped failure must still end the stream visibly
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())

@@ -36,12 +36,19 @@ class Retry(_Strict):
     max_retry_after_s: float = Field(default=5.0, ge=0)  # a longer Retry-After falls back instead of waiting
 
 
+class Breakers(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)  # consecutive health failures that open a breaker
+    cooldown_s: float = Field(default=30.0, gt=0)  # how long it stays open before half-open probes
+    half_open_probes: int = Field(default=1, ge=1)
+
+
 class RoutingPolicy(_Strict):
     task_classes: dict[TaskClass, Chain]
     default_task_class: TaskClass = "quick"
     long_context_tokens: int = Field(default=32_000, ge=1)  # a prompt this long infers `planning`
     orgs: dict[str, OrgOverride] = {}
     retry: Retry = Retry()
+    breakers: Breakers = Breakers()
 
     def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
         """Unknown models, or a chat model in the embeddings chain (and vice versa), are load-time errors."""

@@ -68,3 +68,21 @@ def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
     assert r.status_code == 200 and plan["task_class"] == task
     assert plan["candidates"] and all(c["reason"].startswith(f"{task} chain #") for c in plan["candidates"])
     assert plan["route"].startswith(f"{task}:") and plan["candidates"][0]["provider"]
+
+
+def test_a_failing_model_trips_its_breaker_and_is_skipped(gw, emulator):
+    def calls() -> int:
+        return sum(1 for r in emulator.recorder.requests if "gpt-4.1-mini-fault-503" in str(r.body))
+
+    before = calls()
+    for _ in range(3):  # three health failures (threshold 3): the breaker opens
+        raw = gw.chat.completions.with_raw_response.create(
+            model="gpt-4.1-mini-fault-503", messages=[{"role": "user", "content": "breaker"}],
+            extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
+        assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "2"
+    assert calls() - before == 3
+    raw = gw.chat.completions.with_raw_response.create(
+        model="gpt-4.1-mini-fault-503", messages=[{"role": "user", "content": "breaker"}],
+        extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
+    assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "1"  # skipped, not tried
+    assert calls() - before == 3

@@ -86,3 +86,34 @@ def test_backoff_grows_and_honours_retry_after():
     first = decide(GatewayError("overloaded", "x"), 1, 1, RULES, rand=1.0).delay_s
     assert first == pytest.approx(0.2)
     assert decide(GatewayError("overloaded", "x"), 1, 1, RULES, rand=0.0).delay_s == pytest.approx(0.1)
+
+
+def test_breaker_opens_probes_and_closes():
+    from gateway.routing.breaker import Breaker
+
+    now = [0.0]
+    b = Breaker(threshold=2, cooldown_s=10, probes=1, clock=lambda: now[0])
+    b.failure()
+    assert b.allow() and b.state == "closed"
+    b.failure()
+    assert b.state == "open" and not b.allow() and b.retry_in() == 10
+    now[0] = 10.0
+    assert b.allow() and b.state == "half_open"
+    assert not b.allow()  # one probe at a time
+    b.failure()
+    assert b.state == "open" and not b.allow()  # the probe failed: open again for a new cooldown
+    now[0] = 20.0
+    assert b.allow()
+    b.success()
+    assert b.state == "closed" and b.allow() and b.failures == 0
+
+
+def test_only_health_failures_count():
+    from gateway.routing.breaker import BreakerBoard
+
+    board = BreakerBoard(threshold=1)
+    board.record("p", "m", GatewayError("bad_request", "x"))
+    board.record("p", "m", GatewayError("content_filtered", "x"))
+    assert board.get("p", "m").state == "closed"
+    board.record("p", "m", GatewayError("overloaded", "x"))
+    assert board.states() == {"p/m": "open"}

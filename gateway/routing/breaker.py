@@ -1,0 +1,76 @@
+"""Circuit breakers per (provider, model): closed → open on consecutive failures → half-open probes → closed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.schema import ErrorKind, GatewayError
+
+# Failures that say the provider is unhealthy; a bad request or a filtered answer says nothing about it.
+HEALTH_FAILURES = frozenset({ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorKind.TIMEOUT, ErrorKind.CONNECTION,
+                             ErrorKind.INVALID_RESPONSE, ErrorKind.TRUNCATED_STREAM})  # fmt: skip
+
+
+@dataclass
+class Breaker:
+    """One model on one provider. Open after `threshold` consecutive failures; after `cooldown_s`, let
+    `probes` calls through (half-open); a probe's success closes it, a failure re-opens it."""
+
+    threshold: int = 5
+    cooldown_s: float = 30.0
+    probes: int = 1
+    clock: Callable[[], float] = time.monotonic
+    state: Literal["closed", "open", "half_open"] = "closed"
+    failures: int = 0
+    opened_at: float = 0.0
+    in_flight: int = field(default=0)
+
+    def allow(self) -> bool:
+        if self.state == "open":
+            if self.clock() - self.opened_at < self.cooldown_s:
+                return False
+            self.state, self.in_flight = "half_open", 0
+        if self.state == "half_open":
+            if self.in_flight >= self.probes:
+                return False
+            self.in_flight += 1
+        return True
+
+    def retry_in(self) -> float:
+        return max(0.0, self.cooldown_s - (self.clock() - self.opened_at)) if self.state == "open" else 0.0
+
+    def success(self) -> None:
+        self.state, self.failures, self.in_flight = "closed", 0, 0
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.state == "half_open" or self.failures >= self.threshold:
+            self.state, self.opened_at, self.in_flight = "open", self.clock(), 0
+
+
+class BreakerBoard:
+    """The breakers one replica keeps (replica-local; the provider actors will aggregate across replicas)."""
+
+    def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, probes: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self._make = lambda: Breaker(threshold, cooldown_s, probes, clock)
+        self._breakers: dict[tuple[str, str], Breaker] = {}
+
+    def get(self, provider: str, model: str) -> Breaker:
+        key = (provider, model)
+        if key not in self._breakers:
+            self._breakers[key] = self._make()
+        return self._breakers[key]
+
+    def record(self, provider: str, model: str, error: GatewayError | None) -> None:
+        breaker = self.get(provider, model)
+        if error is None:
+            breaker.success()
+        elif error.kind in HEALTH_FAILURES:
+            breaker.failure()
+
+    def states(self) -> dict[str, str]:
+        return {f"{p}/{m}": b.state for (p, m), b in self._breakers.items()}
