@@ -134,6 +134,16 @@ class HttpApi:
             {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}
         )
 
+    async def providers(self, http: Request) -> Response:
+        """This replica's view: configured providers and its circuit breakers (aggregation across replicas: issue 4)."""
+        breakers = [
+            {"provider": p, "model": m, "state": b.state, "consecutive_failures": b.failures,
+             "retry_in_s": round(b.retry_in(), 3)} for (p, m), b in self._pipeline.breakers.items()
+        ]  # fmt: skip
+        providers = {name: {"kind": p.kind, "regions": [r.name for r in p.regions] or None}
+                     for name, p in self._config.providers.items()}  # fmt: skip
+        return _json({"scope": "replica", "providers": providers, "breakers": breakers})
+
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
@@ -170,6 +180,7 @@ class HttpApi:
         api.add_api_route("/v1/gateway/chat", self.native_chat, methods=["POST"])
         api.add_api_route("/v1/messages", self.messages, methods=["POST"])
         api.add_api_route("/v1/gateway/route", self.route, methods=["POST"])
+        api.add_api_route("/v1/gateway/providers", self.providers, methods=["GET"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
 

@@ -72,5 +72,8 @@ class BreakerBoard:
         elif error.kind in HEALTH_FAILURES:
             breaker.failure()
 
+    def items(self) -> list[tuple[tuple[str, str], Breaker]]:
+        return list(self._breakers.items())
+
     def states(self) -> dict[str, str]:
         return {f"{p}/{m}": b.state for (p, m), b in self._breakers.items()}

@@ -86,3 +86,17 @@ def test_a_failing_model_trips_its_breaker_and_is_skipped(gw, emulator):
         extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
     assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "1"  # skipped, not tried
     assert calls() - before == 3
+
+
+def test_providers_endpoint_shows_breaker_states(gateway_url, gw):
+    import httpx
+
+    for _ in range(3):  # make sure this replica has seen the failing model (threshold 3)
+        gw.chat.completions.create(model="gpt-4o-mini-fault-503", messages=[{"role": "user", "content": "p"}],
+                                   extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
+    view = httpx.get(f"{gateway_url}/v1/gateway/providers").json()
+    assert view["scope"] == "replica" and view["providers"]["bedrock"]["regions"] == ["us-east-1", "eu-west-1"]
+    states = {(b["provider"], b["model"]): b for b in view["breakers"]}
+    failing = states[("openai", "gpt-4o-mini-fault-503")]
+    assert failing["state"] == "open" and failing["retry_in_s"] > 0
+    assert states[("openai", "gpt-4o-mini")]["state"] == "closed"
