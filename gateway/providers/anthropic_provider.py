@@ -12,8 +12,7 @@ import anthropic
 from gateway.config import ProviderConfig
 from gateway.providers.anthropic_errors import map_anthropic_error, type_kind
 from gateway.providers.anthropic_messages import JSON_TOOL, STOP_REASONS, content_of, messages_body, usage_of
-from gateway.providers.base import Target
-from gateway.providers.openai_provider import new_id
+from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.sdk_http import SdkHttp, sdk_client
 from gateway.schema import (
     ChatRequest,
@@ -42,8 +41,10 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _fail(self, kind: ErrorKind, message: str, target: Target, usage: Usage | None, **kw: Any) -> GatewayError:
-        return GatewayError(kind, f"{self.name}: {message}", provider=self.name, model=target.name, usage=usage, **kw)
+    def _fail(
+        self, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
+    ) -> GatewayError:
+        return provider_error(self.name, kind, message, target, usage, **kw)
 
     def _refused(self, target: Target, usage: Usage) -> GatewayError:
         return self._fail(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.config import ModelEntry
-from gateway.schema import ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse, StreamEvent
+from gateway.schema import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ErrorKind,
+    GatewayError,
+    StreamEvent,
+    Usage,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +31,18 @@ class Target:
     @property
     def upstream(self) -> str:
         return self.entry.upstream
+
+
+def new_id(prefix: str = "gw") -> str:
+    """An id for an answer or stream the provider did not name."""
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def provider_error(
+    provider: str, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
+) -> GatewayError:
+    """An adapter's own finding about an answer (truncated, filtered, malformed), with what was billed."""
+    return GatewayError(kind, f"{provider}: {message}", provider=provider, model=target.name, usage=usage, **kw)
 
 
 class Provider(Protocol):

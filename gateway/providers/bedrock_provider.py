@@ -13,7 +13,7 @@ from typing import Any
 from botocore.config import Config
 
 from gateway.config import BedrockRegion, ProviderConfig
-from gateway.providers.base import Target
+from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.bedrock_auth import region_session
 from gateway.providers.bedrock_converse import (
     FILTERED,
@@ -25,7 +25,6 @@ from gateway.providers.bedrock_converse import (
     usage_of,
 )
 from gateway.providers.bedrock_errors import map_bedrock_error
-from gateway.providers.openai_provider import new_id
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -66,8 +65,10 @@ class BedrockProvider:
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fail(self, kind: ErrorKind, message: str, target: Target, usage: Usage | None, **kw: Any) -> GatewayError:
-        return GatewayError(kind, f"{self.name}: {message}", provider=self.name, model=target.name, usage=usage, **kw)
+    def _fail(
+        self, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
+    ) -> GatewayError:
+        return provider_error(self.name, kind, message, target, usage, **kw)
 
     async def _call(self, fn: Callable[..., Any], target: Target, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

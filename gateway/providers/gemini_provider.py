@@ -12,10 +12,9 @@ from google import genai
 from google.genai import types
 
 from gateway.config import ProviderConfig
-from gateway.providers.base import Target
+from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.gemini_contents import BLOCKED, FINISH, config_of, contents_of, parts_of, usage_of
 from gateway.providers.gemini_errors import map_gemini_error
-from gateway.providers.openai_provider import new_id
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -62,8 +61,10 @@ class GeminiProvider:
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 
-    def _fail(self, kind: ErrorKind, message: str, target: Target, usage: Usage | None, **kw: Any) -> GatewayError:
-        return GatewayError(kind, f"{self.name}: {message}", provider=self.name, model=target.name, usage=usage, **kw)
+    def _fail(
+        self, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
+    ) -> GatewayError:
+        return provider_error(self.name, kind, message, target, usage, **kw)
 
     def _error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
         return map_gemini_error(exc, provider=self.name, model=target.name, **kw)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 
 from gateway.config import ProviderConfig
-from gateway.providers.base import Target
+from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.openai_chat import FINISH_REASONS, chat_params, tool_calls_from_openai, usage_from_openai
 from gateway.providers.openai_errors import body_kind, map_openai_error
 from gateway.providers.openai_responses import (
@@ -38,17 +37,12 @@ from gateway.schema import (
 )
 
 
-def new_id(prefix: str = "gw") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
 class OpenAIProvider:
     """One configured OpenAI endpoint (api.openai.com, a compatible server, or the emulator)."""
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self._client = sdk_client(openai, openai.AsyncOpenAI, config)
-
         self._http = SdkHttp(self._client, name, map_openai_error)
 
     async def aclose(self) -> None:
@@ -57,7 +51,7 @@ class OpenAIProvider:
     def _fail(
         self, kind: ErrorKind, message: str, target: Target, usage: Usage | None = None, **kw: Any
     ) -> GatewayError:
-        return GatewayError(kind, f"{self.name}: {message}", provider=self.name, model=target.name, usage=usage, **kw)
+        return provider_error(self.name, kind, message, target, usage, **kw)
 
     def _content_filtered(self, target: Target, usage: Usage) -> GatewayError:
         return self._fail(
