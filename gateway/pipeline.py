@@ -11,7 +11,7 @@ from typing import TypeVar
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
 from gateway.routing.breaker import BreakerBoard
-from gateway.routing.planner import AUTO, Candidate, RoutePlan, plan_route
+from gateway.routing.planner import AUTO, RoutePlan, plan_route
 from gateway.routing.policy import Breakers, Retry, RoutingPolicy
 from gateway.routing.retry import decide
 from gateway.schema import (
@@ -72,10 +72,6 @@ class Pipeline:
         """The candidates to try, in order (a requested model's missing capability is named as a field error)."""
         if request.model != AUTO:
             check_capabilities(request, self._registry.target(request.model))
-        if self._policy is None:
-            if request.model == AUTO:
-                raise validation_error("model", "`auto` needs a routing policy (none is configured)")
-            return RoutePlan(None, (Candidate(request.model, "requested"),))
         return plan_route(request, self._policy, self._registry.catalog)
 
     async def _run(self, plan: RoutePlan, once: Callable[[Target], Awaitable[T]]) -> tuple[T, Target, int]:
@@ -115,7 +111,6 @@ class Pipeline:
         raise last
 
     async def _complete_once(self, request: ChatRequest, target: Target) -> ChatResponse:
-        check_capabilities(request, target)
         total = self._registry.timeouts(target.provider).total
         try:
             async with asyncio.timeout(total):
@@ -136,7 +131,6 @@ class Pipeline:
 
     async def _open(self, request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """Open a stream on `target` until the upstream accepts it (its StartEvent); failures before are retryable."""
-        check_capabilities(request, target)
         events = self._registry.provider(target.provider).stream(request, target)
         try:
             return events, await anext(events)

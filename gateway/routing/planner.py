@@ -56,15 +56,26 @@ def _unfit(request: ChatRequest, entry: ModelEntry, prompt_tokens: int) -> str |
         return "no tool calls"
     if request.wants_json and not caps.json_mode:
         return "no JSON mode"
+    if request.stream and not caps.streaming:
+        return "no streaming"
+    if (
+        request.max_tokens is not None
+        and entry.max_output_tokens is not None
+        and request.max_tokens > entry.max_output_tokens
+    ):
+        return f"max_tokens above its {entry.max_output_tokens} output tokens"
     if prompt_tokens + (request.max_tokens or 0) > entry.context_window:
         return f"context window {entry.context_window} < ~{prompt_tokens} prompt tokens + max_tokens"
     return None
 
 
-def plan_route(request: ChatRequest, policy: RoutingPolicy, catalog: Mapping[str, ModelEntry]) -> RoutePlan:
+def plan_route(request: ChatRequest, policy: RoutingPolicy | None, catalog: Mapping[str, ModelEntry]) -> RoutePlan:
     """Requested model (then the request's own fallbacks), or for `auto` the task class's chain; unfit ones skipped."""
-    org = policy.orgs.get(request.metadata.org or "")
+    org = policy.orgs.get(request.metadata.org or "") if policy is not None else None
     if request.model == AUTO:
+        if policy is None:
+            raise GatewayError(ErrorKind.BAD_REQUEST, "`auto` needs a routing policy (none is configured)",
+                               param="model")  # fmt: skip
         task, why = infer_task_class(request, policy)
         chain = (org.task_classes.get(task) if org else None) or policy.task_classes.get(task)  # type: ignore[arg-type]
         if chain is None:

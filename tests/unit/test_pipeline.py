@@ -73,6 +73,10 @@ class FakeRegistry:
     def kind(self, name: str) -> str:
         return "openai"
 
+    @property
+    def catalog(self) -> dict:
+        return {"m": ModelEntry(provider="fake", upstream="gpt-4o-mini")}
+
     def provider(self, name: str) -> FakeProvider:
         return self._provider
 

@@ -117,3 +117,13 @@ def test_only_health_failures_count():
     assert board.get("p", "m").state == "closed"
     board.record("p", "m", GatewayError("overloaded", "x"))
     assert board.states() == {"p/m": "open"}
+
+
+def test_fallbacks_without_a_policy_and_unfit_candidates_are_skipped():
+    request = ChatRequest(model="gpt-4o-mini", fallbacks=["claude-haiku-4-5", "o4-mini"], max_tokens=20_000,
+                          messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    plan = plan_route(request, None, CATALOG)  # the caller's fallbacks need no policy
+    assert [c.model for c in plan.candidates] == ["claude-haiku-4-5", "o4-mini"]
+    assert plan.skipped == (("gpt-4o-mini", "max_tokens above its 16384 output tokens"),)
+    with pytest.raises(GatewayError, match="routing policy"):
+        plan_route(request.model_copy(update={"model": "auto"}), None, CATALOG)
