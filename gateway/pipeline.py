@@ -94,7 +94,7 @@ class Pipeline:
                 tries += 1
                 try:
                     result = await once(target)
-                    breaker.success()
+                    self.breakers.record(target.provider, target.name, None)
                     return result, target, attempts
                 except GatewayError as exc:
                     self.breakers.record(target.provider, target.name, exc)

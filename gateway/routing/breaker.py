@@ -67,10 +67,10 @@ class BreakerBoard:
 
     def record(self, provider: str, model: str, error: GatewayError | None) -> None:
         breaker = self.get(provider, model)
-        if error is None:
-            breaker.success()
-        elif error.kind in HEALTH_FAILURES:
+        if error is not None and error.kind in HEALTH_FAILURES:
             breaker.failure()
+        else:  # it answered (even a refusal or a bad-request error): healthy, and a half-open probe is done
+            breaker.success()
 
     def items(self) -> list[tuple[tuple[str, str], Breaker]]:
         return list(self._breakers.items())

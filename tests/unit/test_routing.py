@@ -119,6 +119,18 @@ def test_only_health_failures_count():
     assert board.states() == {"p/m": "open"}
 
 
+def test_a_probe_answered_with_a_non_health_error_closes_the_breaker():
+    from gateway.routing.breaker import BreakerBoard
+
+    now = [0.0]
+    board = BreakerBoard(threshold=1, cooldown_s=5, clock=lambda: now[0])
+    board.record("p", "m", GatewayError("server", "x"))
+    now[0] = 6.0
+    assert board.get("p", "m").allow()  # the half-open probe
+    board.record("p", "m", GatewayError("bad_request", "x"))  # the provider answered: it is up
+    assert board.get("p", "m").state == "closed" and board.get("p", "m").allow()
+
+
 def test_fallbacks_without_a_policy_and_unfit_candidates_are_skipped():
     request = ChatRequest(model="gpt-4o-mini", fallbacks=["claude-haiku-4-5", "o4-mini"], max_tokens=20_000,
                           messages=[{"role": "user", "content": "x"}])  # fmt: skip
