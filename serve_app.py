@@ -3,37 +3,61 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
+from actors.control_plane import ControlLink
 from gateway.config import GatewayConfig
+from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.http_api import HttpApi
 from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry
-from gateway.routing.policy import RoutingPolicy, load_policy
+from gateway.routing.policy import RoutingPolicy, load_policy, resolve_policy_path
 
 APP_NAME = "llm_gateway"
 NAMESPACE = "llm_gateway"
 
 
+def _replica_id() -> str:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # outside Serve (a test constructing the class directly)
+        return f"pid-{os.getpid()}"
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class Gateway:
-    """One ingress replica: it holds the client connection and calls providers in-process (DESIGN §1)."""
+    """One ingress replica: it holds the client connection and calls providers in-process (DESIGN §1); the
+    control plane reaches it only through a background sync (no actor call per request)."""
 
-    def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None) -> None:
+    async def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None) -> None:
         logging.getLogger("gateway").setLevel(logging.INFO)
         self._config = config
-        self._pipeline = Pipeline(ProviderRegistry(config), Pricer(), policy)
+        registry = ProviderRegistry(config)
+        limits = registry.limits()
+        control = ReplicaControl(
+            _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in limits.items()},
+            stale_after_s=config.control.stale_after_s,
+        )  # fmt: skip
+        self._link: ControlLink | None = None
+        if config.control.enabled:
+            self._link = ControlLink(config, policy, limits, control)
+            await self._link.sync_once()  # the first snapshot and leases before the first request
+            self._link.start()
+        self._pipeline = Pipeline(registry, Pricer(), policy, control=control)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return HttpApi(self._config, self._pipeline).app()
+        return HttpApi(self._config, self._pipeline, self._link).app()
 
     async def __del__(self) -> None:
-        """Serve calls this on replica shutdown: close the provider connection pools."""
+        """Serve calls this on replica shutdown: stop the sync, close the provider connection pools."""
+        if self._link is not None:
+            await self._link.aclose()
         await self._pipeline.aclose()
 
 
@@ -41,7 +65,10 @@ def build_app(config: GatewayConfig) -> Application:
     """The Serve application for `config` (already resolved: offline providers point at the emulator)."""
     server = config.server
     # Loaded here, on the driver, so a bad policy fails the deploy with a clear error (replicas have another cwd).
-    policy = load_policy(config.routing_policy, config.models) if config.routing_policy else None
+    policy = None
+    if config.routing_policy:
+        policy = load_policy(config.routing_policy, config.models)
+        config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,

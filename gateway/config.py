@@ -32,6 +32,14 @@ class Timeouts(_Strict):
     connect: float = Field(default=5.0, gt=0)
     read: float = Field(default=60.0, gt=0)
     total: float = Field(default=300.0, gt=0)
+    first_token: float = Field(default=60.0, gt=0)  # a stream's first content token (then `read` bounds the gaps)
+
+
+class TimeoutOverrides(_Strict):
+    """Per-model or per-task-class bounds enforced by the pipeline (connect/read stay per provider)."""
+
+    first_token: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=None, gt=0)
 
 
 class BedrockRegion(_Strict):
@@ -54,6 +62,9 @@ class ProviderConfig(_Strict):
     aws_secret_access_key: SecretStr | None = None
     sts_endpoint_url: str | None = None
     role_refresh_margin_s: float = Field(default=300.0, ge=0)
+    # The account's rate limits (per region for Bedrock), leased to replicas by the provider actor.
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _bedrock_has_regions(self) -> ProviderConfig:
@@ -98,6 +109,7 @@ class ModelEntry(_Strict):
     dimensions: int | None = Field(default=None, ge=1)
     capabilities: Capabilities = Capabilities()
     guardrail: Guardrail | None = None  # Bedrock only
+    timeouts: TimeoutOverrides = TimeoutOverrides()
 
 
 class ServerConfig(_Strict):
@@ -107,6 +119,15 @@ class ServerConfig(_Strict):
     max_ongoing_requests: int = Field(default=1000, ge=1)
     max_queued_requests: int = Field(default=2000, ge=-1)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+
+class ControlConfig(_Strict):
+    """The actor control plane: named actors in `namespace`; replicas sync with them every `interval_s`."""
+
+    enabled: bool = True
+    namespace: str = "llm_gateway"
+    interval_s: float = Field(default=0.5, gt=0)
+    stale_after_s: float = Field(default=10.0, gt=0)  # older snapshots: shared breaker states are ignored
 
 
 class EmulatorConfig(_Strict):
@@ -120,6 +141,7 @@ class GatewayConfig(_Strict):
     offline: Literal["auto", True, False] = "auto"
     server: ServerConfig = ServerConfig()
     emulator: EmulatorConfig = EmulatorConfig()
+    control: ControlConfig = ControlConfig()
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelEntry]
     routing_policy: str | None = None  # path of the routing policy YAML (relative: to the working directory)

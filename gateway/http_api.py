@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from gateway.config import GatewayConfig
+from gateway.control.status import provider_status
 from gateway.pipeline import Pipeline
-from gateway.schema import ChatRequest, ChatResponse, ErrorKind, GatewayError, StreamEvent, validation_error
+from gateway.schema import (
+    ChatRequest,
+    ChatResponse,
+    ErrorEvent,
+    ErrorKind,
+    GatewayError,
+    StreamEvent,
+    validation_error,
+)
 from gateway.streaming import batches_with_heartbeats
 from gateway.wire import anthropic_in, anthropic_out, native, openai_in, openai_out
 
@@ -53,34 +64,98 @@ async def _body(request: Request) -> Any:
         raise validation_error("body", f"not valid JSON ({exc})") from None
 
 
+async def _close(head: asyncio.Future[StreamEvent], events: AsyncIterator[StreamEvent]) -> None:
+    head.cancel()
+    with contextlib.suppress(BaseException):
+        await head
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _prepend(first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    try:
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _after(head: asyncio.Future[StreamEvent], events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    """The stream once its pending first event arrives; a failure to start becomes an error event."""
+    try:
+        try:
+            first = await head
+        except StopAsyncIteration:
+            error = GatewayError(ErrorKind.INVALID_RESPONSE, "the upstream stream ended before it started")
+            yield ErrorEvent(error=error.to_info())
+            return
+        except GatewayError as exc:
+            yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
+            return
+        except Exception as exc:
+            log.exception("stream failed before its first event")
+            yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
+            return
+        yield first
+        async for event in events:
+            yield event
+    finally:
+        await _close(head, events)
+
+
+class ControlAdmin(Protocol):
+    """The control-plane operations an admin endpoint may trigger (the Ray link implements it)."""
+
+    async def reload_policy(self) -> tuple[bool, str]: ...
+
+    async def router_status(self) -> dict[str, object]: ...
+
+
 class HttpApi:
     """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
 
-    def __init__(self, config: GatewayConfig, pipeline: Pipeline) -> None:
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline, admin: ControlAdmin | None = None) -> None:
         self._config = config
         self._pipeline = pipeline
+        self._admin = admin
         self._heartbeat = config.server.heartbeat_interval_s
 
+    def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
+        headers = _route_headers(provider, model, attempts, route)
+        headers["x-gateway-replica"] = self._pipeline.control.replica_id
+        return headers
+
     async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes]) -> Response:
-        """Peek the first event (an error before it is an HTTP error), then stream with heartbeats."""
+        """Wait briefly for the first event: an error before it is an HTTP error. If the first token is slow (the
+        route may still be retrying or hedging), answer 200 at once and send heartbeats meanwhile; a failure
+        then arrives as an error event, still before any content."""
         events = self._pipeline.stream(request)
+        head = asyncio.ensure_future(anext(events))
         try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise GatewayError(ErrorKind.INVALID_RESPONSE, "the upstream stream ended before it started") from None
+            await asyncio.wait((head,), timeout=self._heartbeat)
         except BaseException:
-            await events.aclose()  # type: ignore[attr-defined]
+            await _close(head, events)
             raise
+        if head.done():
+            try:
+                first = head.result()
+            except StopAsyncIteration:
+                raise GatewayError(ErrorKind.INVALID_RESPONSE, "the upstream stream ended before it started") from None
+            except BaseException:
+                await events.aclose()  # type: ignore[attr-defined]
+                raise
+            source = _prepend(first, events)
+        else:
+            first, source = None, _after(head, events)
 
         async def body() -> AsyncIterator[bytes]:
-            yield encode(first)
-            async for batch in batches_with_heartbeats(events, self._heartbeat):
+            async for batch in batches_with_heartbeats(source, self._heartbeat):
                 chunk = b"".join(encode(event) for event in batch)
                 if chunk:
                     yield chunk
 
-        headers = dict(SSE_HEADERS)
-        if first.type == "start":
+        headers = {**SSE_HEADERS, "x-gateway-replica": self._pipeline.control.replica_id}
+        if first is not None and first.type == "start":
             headers.update(_route_headers(first.provider, first.upstream_model, first.attempt, first.route))
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
@@ -90,7 +165,7 @@ class HttpApi:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
             return await self._stream(request, encoder.encode)
         response: ChatResponse = await self._pipeline.complete(request)
-        headers = _route_headers(response.provider, response.upstream_model, response.attempts, response.route)
+        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
@@ -115,7 +190,7 @@ class HttpApi:
             response: ChatResponse = await self._pipeline.complete(request)
         except GatewayError as exc:
             return error_response(exc, anthropic=True)
-        headers = _route_headers(response.provider, response.upstream_model, response.attempts, response.route)
+        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
         return _json(anthropic_out.message(response), headers=headers)
@@ -135,19 +210,31 @@ class HttpApi:
         )
 
     async def providers(self, http: Request) -> Response:
-        """This replica's view: configured providers and its circuit breakers (aggregation across replicas: issue 4)."""
-        breakers = [
-            {"provider": p, "model": m, "state": b.state, "consecutive_failures": b.failures,
-             "retry_in_s": round(b.retry_in(), 3)} for (p, m), b in self._pipeline.breakers.items()
-        ]  # fmt: skip
-        providers = {name: {"kind": p.kind, "regions": [r.name for r in p.regions] or None}
-                     for name, p in self._config.providers.items()}  # fmt: skip
-        return _json({"scope": "replica", "providers": providers, "breakers": breakers})
+        """Breakers, latency statistics, rate-limit use and recent errors of every provider: the shared view (all
+        replicas, as of this replica's snapshot) merged with this replica's own breakers."""
+        return _json(provider_status(self._config, self._pipeline.control))
+
+    async def policy(self, http: Request) -> Response:
+        control = self._pipeline.control
+        body: dict[str, Any] = {"policy_version": control.snapshot.policy_version,
+                                "policy_error": control.snapshot.policy_error}  # fmt: skip
+        if self._admin is not None:
+            body["router"] = await self._admin.router_status()
+        policy = control.policy
+        body["policy"] = policy.model_dump(mode="json") if policy is not None else None
+        return _json(body)
+
+    async def reload_policy(self, http: Request) -> Response:
+        """Re-read the routing policy file; an invalid file is rejected (409) and the policy in force stays."""
+        if self._admin is None:
+            raise GatewayError(ErrorKind.NOT_FOUND, "this gateway runs without a control plane; nothing to reload")
+        ok, message = await self._admin.reload_policy()
+        return _json({"reloaded": ok, "message": message}, status=200 if ok else 409)
 
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
-        headers = _route_headers(response.provider, response.upstream_model, 1)
+        headers = self._route_headers(response.provider, response.upstream_model, 1)
         return _json(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:
@@ -181,6 +268,8 @@ class HttpApi:
         api.add_api_route("/v1/messages", self.messages, methods=["POST"])
         api.add_api_route("/v1/gateway/route", self.route, methods=["POST"])
         api.add_api_route("/v1/gateway/providers", self.providers, methods=["GET"])
+        api.add_api_route("/v1/gateway/policy", self.policy, methods=["GET"])
+        api.add_api_route("/v1/gateway/policy/reload", self.reload_policy, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
 

@@ -1,19 +1,18 @@
-"""The request pipeline of one replica: resolve the model, check capabilities, call the adapter, shape the result."""
+"""The request pipeline of one replica: plan the route, run it, shape the result (complete, stream, embed)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable
 
+from gateway.control.replica import ReplicaControl
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
 from gateway.routing.breaker import BreakerBoard
-from gateway.routing.planner import AUTO, RoutePlan, plan_route
-from gateway.routing.policy import Breakers, Retry, RoutingPolicy
-from gateway.routing.retry import decide
+from gateway.routing.planner import AUTO, RoutePlan, estimate_prompt_tokens, plan_route
+from gateway.routing.policy import RoutingPolicy
+from gateway.runner import Limits, PlanRunner, request_deadline
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -33,7 +32,13 @@ from gateway.schema import (
 )
 
 log = logging.getLogger("gateway.pipeline")
-T = TypeVar("T")
+
+
+async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    for event in head:
+        yield event
+    async for event in rest:
+        yield event
 
 
 def check_capabilities(request: ChatRequest, target: Target) -> None:
@@ -55,85 +60,63 @@ def check_capabilities(request: ChatRequest, target: Target) -> None:
 
 
 class Pipeline:
-    """Everything one request does inside a replica (no Ray here; actor-backed parts arrive as plain objects)."""
+    """Everything one request does inside a replica (no Ray here: the control plane arrives as a ReplicaControl)."""
 
-    def __init__(
-        self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *, usage_every: int = 20
-    ) -> None:
+    def __init__(self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *,
+                 control: ReplicaControl | None = None, usage_every: int = 20) -> None:  # fmt: skip
         self._registry = registry
         self._pricer = pricer
-        self._policy = policy
-        self._rules = policy.retry if policy is not None else Retry()
-        b = policy.breakers if policy is not None else Breakers()
-        self.breakers = BreakerBoard(b.failure_threshold, b.cooldown_s, b.half_open_probes)
+        self.control = control or ReplicaControl("local", policy)
+        self._runner = PlanRunner(registry, self.control)
         self._usage_every = usage_every
+
+    @property
+    def breakers(self) -> BreakerBoard:
+        return self.control.board
 
     def plan(self, request: ChatRequest) -> RoutePlan:
         """The candidates to try, in order (a requested model's missing capability is named as a field error)."""
         if request.model != AUTO:
             check_capabilities(request, self._registry.target(request.model))
-        return plan_route(request, self._policy, self._registry.catalog)
+        return plan_route(request, self.control.policy, self._registry.catalog)
 
-    async def _run(self, plan: RoutePlan, once: Callable[[Target], Awaitable[T]]) -> tuple[T, Target, int]:
-        """Try the plan: retry a model on curable errors, fall back on the rest, stop on final ones."""
-        attempts = 0
-        last: GatewayError | None = None
-        for candidate in plan.candidates:
-            target = self._registry.target(candidate.model)
-            breaker = self.breakers.get(target.provider, target.name)
-            tries = 0
-            while True:
-                if not breaker.allow():
-                    log.info("skipping %s: its circuit breaker is open", target.name)
-                    last = last or GatewayError(
-                        ErrorKind.OVERLOADED, f"`{target.name}` is failing; its circuit breaker is open",
-                        provider=target.provider, model=target.name, retry_after=breaker.retry_in(),
-                    )  # fmt: skip
-                    break
-                attempts += 1
-                tries += 1
-                try:
-                    result = await once(target)
-                    self.breakers.record(target.provider, target.name, None)
-                    return result, target, attempts
-                except GatewayError as exc:
-                    self.breakers.record(target.provider, target.name, exc)
-                    last = exc
-                    decision = decide(exc, tries, attempts, self._rules)
-                    log.info("attempt %d on %s failed (%s): %s", attempts, target.name, exc.kind.value, decision.why)
-                    if decision.action == "retry":
-                        await asyncio.sleep(decision.delay_s)
-                        continue
-                    if decision.action == "stop":
-                        raise
-                    break
-        assert last is not None
-        raise last
+    def _deadline(self, request: ChatRequest) -> float:
+        policy = self.control.policy
+        return request_deadline(request, policy.deadline_s if policy is not None else None)
 
-    async def _complete_once(self, request: ChatRequest, target: Target) -> ChatResponse:
-        total = self._registry.timeouts(target.provider).total
-        try:
-            async with asyncio.timeout(total):
-                return await self._registry.provider(target.provider).complete(request, target)
-        except TimeoutError:
-            raise GatewayError(ErrorKind.TIMEOUT, f"no answer within the total timeout of {total:g} s",
-                               provider=target.provider, model=target.name) from None  # fmt: skip
+    @staticmethod
+    def _tokens(request: ChatRequest) -> Callable[[], int]:
+        return lambda: estimate_prompt_tokens(request) + (request.max_tokens or 0)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
         plan = self.plan(request)
-        response, target, attempts = await self._run(plan, lambda t: self._complete_once(request, t))
+        provider = self._registry.provider
+
+        async def once(target: Target, _: Limits) -> ChatResponse:
+            return await provider(target.provider).complete(request, target)
+
+        run, attempts = await self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
+                                               tokens=self._tokens(request))  # fmt: skip
+        response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
         cost = self._pricer.cost(self._registry.kind(target.provider), response.upstream_model, response.usage)
         return response.model_copy(
             update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
         )
 
-    async def _open(self, request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
-        """Open a stream on `target` until the upstream accepts it (its StartEvent); failures before are retryable."""
+    async def _open(self, request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
+        """Open a stream on `target` and read up to its first content (or its finish): a failure or silence until
+        then is the attempt's, so it is retried or falls back before the client has seen a byte."""
         events = self._registry.provider(target.provider).stream(request, target)
+        head: list[StreamEvent] = []
         try:
-            return events, await anext(events)
+            async for event in events:
+                head.append(event)
+                if isinstance(event, TextDelta | ToolCallDelta | FinishEvent | ErrorEvent):
+                    return events, head
+            raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream ended before its first token",
+                               provider=target.provider, model=target.name)  # fmt: skip
         except BaseException:
             await events.aclose()  # type: ignore[attr-defined]
             raise
@@ -141,21 +124,29 @@ class Pipeline:
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Typed events: start, deltas, running usage, then finish — or an error event once started.
 
-        Until an upstream accepts the call the plan is retried and fallen back along; an error
-        then is raised (the ingress turns it into an HTTP error). After that it becomes a final
-        ErrorEvent that never looks like a finish.
+        Until the first token the plan is retried, hedged and fallen back along; an error then is raised (the
+        ingress turns it into an HTTP error). After that it becomes a final ErrorEvent that never looks like a finish.
         """
         started = time.perf_counter()
         plan = self.plan(request)
-        (events, first), target, attempts = await self._run(plan, lambda t: self._open(request, t))
-        deadline = started + self._registry.timeouts(target.provider).total
+        deadline = self._deadline(request)
+
+        async def discard(opened: tuple[AsyncIterator[StreamEvent], list[StreamEvent]]) -> None:
+            await opened[0].aclose()  # type: ignore[attr-defined]
+
+        run, attempts = await self._runner.run(
+            plan, lambda t, _: self._open(request, t), stream=True, deadline=deadline,
+            tokens=self._tokens(request), discard=discard,
+        )  # fmt: skip
+        (events, head), target = run.result, run.target
+        ends = min(run.t0 + run.limits.total, deadline)
         deltas = 0
+        outcome: GatewayError | None = None
+        finished = False
         try:
-            if isinstance(first, StartEvent):
-                yield first.model_copy(update={"attempt": attempts, "route": plan.header})
-            async for event in events:
-                if time.perf_counter() > deadline:  # silence is bounded by the read timeout; this bounds trickling
-                    raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total timeout",
+            async for event in _chain(head, events):
+                if time.perf_counter() > ends:  # silence is bounded by the read timeout; this bounds trickling
+                    raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total time limit",
                                        provider=target.provider, model=target.name,
                                        usage=Usage(output_tokens=deltas))  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
@@ -166,16 +157,21 @@ class Pipeline:
                 elif isinstance(event, FinishEvent):
                     latency = (time.perf_counter() - started) * 1000
                     cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, event.usage)
+                    finished = True
                     yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost})
+                elif isinstance(event, StartEvent):
+                    yield event.model_copy(update={"attempt": attempts, "route": plan.header})
                 else:
                     yield event
         except GatewayError as exc:
-            self.breakers.record(target.provider, target.name, exc)
+            outcome = exc
             yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
         except Exception as exc:  # a bug or an unmapped failure must still end the stream visibly
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
         finally:
             await events.aclose()  # type: ignore[attr-defined]
+            latency = (time.perf_counter() - run.t0) * 1000 if finished else None  # a client that left says nothing
+            self.control.record(target.provider, target.name, run.started_at, outcome, latency, run.first_ms)
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()

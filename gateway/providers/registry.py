@@ -42,11 +42,17 @@ class ProviderRegistry:
         self._config = config
         self._providers: dict[str, Provider] = {}
         self._configs: dict[str, ProviderConfig] = {}
+        self.canonical: dict[str, str] = {}  # any provider name -> its adapter's own (`bedrock` -> `bedrock@us-east-1`)
         for name, provider in config.providers.items():
             built = build_providers(name, provider)
             self._providers.update(built)
             self._providers.setdefault(name, next(iter(built.values())))
             self._configs.update(dict.fromkeys([name, *built], provider))
+            self.canonical.update({name: next(iter(built)), **{b: b for b in built}})
+
+    def limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """Every adapter (the unit a provider actor serves) with its rate limits (rpm, tpm)."""
+        return {n: (self._configs[n].rpm, self._configs[n].tpm) for n in dict.fromkeys(self.canonical.values())}
 
     def target(self, model: str, kind: str = "chat") -> Target:
         entry = self._config.models.get(model)

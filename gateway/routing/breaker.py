@@ -42,6 +42,11 @@ class Breaker:
     def retry_in(self) -> float:
         return max(0.0, self.cooldown_s - (self.clock() - self.opened_at)) if self.state == "open" else 0.0
 
+    def release(self) -> None:
+        """A permitted call that was never made or was cancelled: its half-open probe slot is free again."""
+        if self.state == "half_open" and self.in_flight > 0:
+            self.in_flight -= 1
+
     def success(self) -> None:
         self.state, self.failures, self.in_flight = "closed", 0, 0
 
@@ -52,7 +57,7 @@ class Breaker:
 
 
 class BreakerBoard:
-    """The breakers one replica keeps (replica-local; the provider actors will aggregate across replicas)."""
+    """The breakers one replica keeps (its own traffic only; the provider actors aggregate across replicas)."""
 
     def __init__(self, threshold: int = 5, cooldown_s: float = 30.0, probes: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.config import ConfigError, ModelEntry
+from gateway.config import ConfigError, ModelEntry, TimeoutOverrides
 from gateway.schema.chat import TaskClass
 
 
@@ -18,6 +18,8 @@ class _Strict(BaseModel):
 
 class Chain(_Strict):
     candidates: tuple[str, ...] = Field(min_length=1)
+    timeouts: TimeoutOverrides = TimeoutOverrides()  # tighter bounds for this task class
+    hedge: bool | None = None  # None: the policy's `hedging.enabled`
 
 
 class OrgOverride(_Strict):
@@ -42,6 +44,21 @@ class Breakers(_Strict):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class Hedging(_Strict):
+    """Start the next candidate when the first token is later than the model's observed p95 time to first token."""
+
+    enabled: bool = False
+    min_samples: int = Field(default=20, ge=1)  # below this many observations there is no p95 to trust
+    min_delay_ms: float = Field(default=50.0, ge=0)  # never hedge sooner than this
+
+
+class Streaming(_Strict):
+    """After the first byte reached the client a broken stream ends with an error, unless `continue_on_break`
+    lets a prefill-capable candidate continue it from the text already sent."""
+
+    continue_on_break: bool = False
+
+
 class RoutingPolicy(_Strict):
     task_classes: dict[TaskClass, Chain]
     default_task_class: TaskClass = "quick"
@@ -49,6 +66,9 @@ class RoutingPolicy(_Strict):
     orgs: dict[str, OrgOverride] = {}
     retry: Retry = Retry()
     breakers: Breakers = Breakers()
+    hedging: Hedging = Hedging()
+    streaming: Streaming = Streaming()
+    deadline_s: float = Field(default=50.0, gt=0)  # a turn's end-to-end budget when the caller sends no deadline
 
     def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
         """Unknown models, or a chat model in the embeddings chain (and vice versa), are load-time errors."""
@@ -72,11 +92,17 @@ class RoutingPolicy(_Strict):
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:
-    """Load and check a policy; a relative path not found from the working directory is tried from the project."""
+def resolve_policy_path(path: str | Path) -> Path:
+    """Absolute: a relative path not found from the working directory is tried from the project."""
     file = Path(path)
     if not file.is_absolute() and not file.exists() and (PROJECT_ROOT / file).exists():
         file = PROJECT_ROOT / file
+    return file.absolute()
+
+
+def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:
+    """Load and check a policy file (see `resolve_policy_path`)."""
+    file = resolve_policy_path(path)
     try:
         data = yaml.safe_load(file.read_text())
         policy = RoutingPolicy.model_validate(data)

@@ -131,6 +131,8 @@ class GatewayMetadata(_Frozen):
     task_class: TaskClass | None = None
     latency_target_ms: int | None = Field(default=None, gt=0)
     budget_tier: str | None = None
+    deadline: float | None = Field(default=None, gt=0)  # the turn's deadline, Unix seconds (shared by its calls)
+    timeout_ms: int | None = Field(default=None, gt=0)  # or: this call's own time limit
 
 
 class ChatRequest(_Frozen):

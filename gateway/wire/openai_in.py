@@ -44,6 +44,8 @@ _METADATA_HEADERS = {
     "x-gateway-task-class": "task_class",
     "x-gateway-latency-target-ms": "latency_target_ms",
     "x-gateway-budget-tier": "budget_tier",
+    "x-gateway-deadline": "deadline",
+    "x-gateway-timeout-ms": "timeout_ms",
 }
 
 

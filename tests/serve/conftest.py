@@ -19,6 +19,8 @@ from tests.support import catalog_with_faults  # noqa: E402
 
 HEARTBEAT_S = 0.15
 READ_TIMEOUT_S = 2.0
+REPLICAS = 2
+SYNC_S = 0.2  # replica <-> control plane sync interval
 
 
 def _free_port() -> int:
@@ -32,7 +34,9 @@ def gateway_url(emulator_url: str) -> str:
     config = parse_config(
         {
             "offline": True,
-            "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": 1},
+            # two replicas: breakers, snapshots and leases are shared through the control-plane actors
+            "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": REPLICAS},
+            "control": {"interval_s": SYNC_S},
             "providers": {
                 "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 # a patient provider, so a test can tell client-disconnect cancellation from a read timeout

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+
+import httpx
 import openai
 import pytest
+
+from tests.serve.conftest import REPLICAS
 
 pytestmark = pytest.mark.ray
 
@@ -70,33 +76,72 @@ def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
     assert plan["route"].startswith(f"{task}:") and plan["candidates"][0]["provider"]
 
 
-def test_a_failing_model_trips_its_breaker_and_is_skipped(gw, emulator):
+def _providers_view_of_every_replica(url: str, until, timeout_s: float = 10.0) -> dict[str, dict]:
+    """GET /v1/gateway/providers until every replica has answered with a view for which `until(view)` holds."""
+    views: dict[str, dict] = {}
+    stop = time.monotonic() + timeout_s
+    while time.monotonic() < stop:
+        view = httpx.get(f"{url}/v1/gateway/providers").json()
+        if until(view):
+            views[view["replica"]] = view
+        if len(views) == REPLICAS:
+            return views
+    raise AssertionError(f"only {len(views)} of {REPLICAS} replicas reached the expected state in {timeout_s} s")
+
+
+def _breaker(view: dict, provider: str, model: str) -> dict:
+    return next(b for b in view["breakers"] if (b["provider"], b["model"]) == (provider, model))
+
+
+def _shared_open(model: str):
+    def check(view: dict) -> bool:
+        return any(b["model"] == model and b["shared_state"] == "open" for b in view["breakers"])
+
+    return check
+
+
+def _with_fallback(gw, model: str):
+    return gw.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": "breaker"}], extra_body={"fallbacks": ["gpt-4o-mini"]}
+    )
+
+
+def test_a_breaker_opened_by_failures_on_one_replica_reaches_the_others(gw, gateway_url, emulator):
+    model = "gpt-4.1-mini-fault-503"
+
     def calls() -> int:
-        return sum(1 for r in emulator.recorder.requests if "gpt-4.1-mini-fault-503" in str(r.body))
+        return sum(1 for r in emulator.recorder.requests if model in str(r.body))
 
-    before = calls()
-    for _ in range(3):  # three health failures (threshold 3): the breaker opens
-        raw = gw.chat.completions.with_raw_response.create(
-            model="gpt-4.1-mini-fault-503", messages=[{"role": "user", "content": "breaker"}],
-            extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
+    before, failures_seen = calls(), Counter()
+    for _ in range(3):  # three health failures (threshold 3) between the replicas: the shared breaker opens
+        raw = _with_fallback(gw, model)
         assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "2"
+        failures_seen[raw.headers["x-gateway-replica"]] += 1
     assert calls() - before == 3
-    raw = gw.chat.completions.with_raw_response.create(
-        model="gpt-4.1-mini-fault-503", messages=[{"role": "user", "content": "breaker"}],
-        extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
-    assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "1"  # skipped, not tried
-    assert calls() - before == 3
+    views = _providers_view_of_every_replica(gateway_url, _shared_open(model))
+    # at least one replica saw fewer than 3 failures itself: only the shared state can have opened it there
+    assert min(failures_seen[r] for r in views) < 3
+    skipped_on: set[str] = set()
+    for _ in range(40):
+        raw = _with_fallback(gw, model)
+        assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "1"  # skipped, not tried
+        skipped_on.add(raw.headers["x-gateway-replica"])
+        if len(skipped_on) == REPLICAS:
+            break
+    assert len(skipped_on) == REPLICAS and calls() - before == 3
 
 
-def test_providers_endpoint_shows_breaker_states(gateway_url, gw):
-    import httpx
-
-    for _ in range(3):  # make sure this replica has seen the failing model (threshold 3)
+def test_providers_endpoint_shows_breakers_statistics_and_errors(gateway_url, gw):
+    for _ in range(3):
         gw.chat.completions.create(model="gpt-4o-mini-fault-503", messages=[{"role": "user", "content": "p"}],
                                    extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
-    view = httpx.get(f"{gateway_url}/v1/gateway/providers").json()
-    assert view["scope"] == "replica" and view["providers"]["bedrock"]["regions"] == ["us-east-1", "eu-west-1"]
-    states = {(b["provider"], b["model"]): b for b in view["breakers"]}
-    failing = states[("openai", "gpt-4o-mini-fault-503")]
-    assert failing["state"] == "open" and failing["retry_in_s"] > 0
-    assert states[("openai", "gpt-4o-mini")]["state"] == "closed"
+    views = _providers_view_of_every_replica(gateway_url, _shared_open("gpt-4o-mini-fault-503"))
+    for view in views.values():
+        assert view["scope"] == "cluster" and not view["snapshot"]["stale"]
+        assert view["providers"]["bedrock@eu-west-1"]["region"] == "eu-west-1"
+        failing = _breaker(view, "openai", "gpt-4o-mini-fault-503")
+        assert failing["state"] == "open" and failing["retry_in_s"] > 0 and failing["failures"] >= 3
+        healthy = _breaker(view, "openai", "gpt-4o-mini")
+        assert healthy["state"] == "closed" and healthy["requests"] >= 3 and healthy["ewma_latency_ms"] > 0
+        errors = view["providers"]["openai"]["recent_errors"]
+        assert any(e["model"] == "gpt-4o-mini-fault-503" and e["kind"] == "overloaded" for e in errors)

@@ -130,8 +130,10 @@ async def test_error_before_start_is_raised_after_start_is_an_error_event():
     assert not any(isinstance(e, FinishEvent) for e in events)
 
 
-async def test_unexpected_exception_after_start_still_ends_visibly():
-    events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider([START, ValueError("bug")]))))
+async def test_unexpected_exception_after_the_first_token_still_ends_visibly():
+    script = [START, TextDelta(text="a"), ValueError("bug")]
+    events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(FakeProvider(script))))
+    assert events[1] == TextDelta(text="a")
     assert isinstance(events[-1], ErrorEvent) and events[-1].error.kind is ErrorKind.INTERNAL
 
 

@@ -1,0 +1,142 @@
+"""A replica's link to the control plane: finds or creates the named actors and runs the background sync
+(outcome batches out, lease top-ups, snapshots in). Nothing here runs per request, except `refill` when a
+rate lease has run out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+import ray
+from ray.exceptions import RayError
+
+from actors.provider import ProviderActor
+from actors.router import RouterActor
+from gateway.config import GatewayConfig
+from gateway.control.ratelimit import Grant
+from gateway.control.replica import ReplicaControl
+from gateway.routing.policy import Breakers, RoutingPolicy
+
+log = logging.getLogger("gateway.control")
+CALL_TIMEOUT_S = 2.0
+
+
+def _named(cls, name: str, namespace: str, *args):  # type: ignore[no-untyped-def]
+    return cls.options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True).remote(*args)
+
+
+class ControlLink:
+    def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None,
+                 providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl) -> None:  # fmt: skip
+        self._cfg = config.control
+        self._catalog = dict(config.models)
+        self._policy, self._path = policy, config.routing_policy
+        self._limits = dict(providers)
+        self._control = control
+        self._router: ray.actor.ActorHandle | None = None
+        self._providers: dict[str, ray.actor.ActorHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._warned_at = 0.0
+        control.refiller = self.refill
+
+    # --- the actors -----------------------------------------------------------------------------------------
+    def _router_args(self) -> tuple:  # type: ignore[type-arg]
+        return (self._policy, self._path, self._catalog, list(self._limits), self._cfg.namespace, self._cfg.interval_s)
+
+    async def _get_router(self) -> ray.actor.ActorHandle:
+        if self._router is None:
+            self._router = _named(RouterActor, "router", self._cfg.namespace, *self._router_args())
+            await asyncio.wait_for(self._router.adopt.remote(*self._router_args()), CALL_TIMEOUT_S * 5)
+        return self._router
+
+    async def _get_provider(self, name: str) -> ray.actor.ActorHandle:
+        if name not in self._providers:
+            breakers = self._policy.breakers if self._policy is not None else Breakers()
+            rpm, tpm = self._limits[name]
+            handle = _named(ProviderActor, f"provider:{name}", self._cfg.namespace, name, breakers, rpm, tpm)
+            await asyncio.wait_for(handle.configure.remote(breakers, rpm, tpm), CALL_TIMEOUT_S * 5)
+            self._providers[name] = handle
+        return self._providers[name]
+
+    def _trouble(self, what: str, exc: BaseException) -> None:
+        """Log at most every 10 s; the replica keeps serving on its last snapshot and local breakers."""
+        if time.monotonic() - self._warned_at > 10:
+            self._warned_at = time.monotonic()
+            log.warning("control plane: %s failed (%s); serving on the last snapshot", what, exc.__class__.__name__)
+
+    # --- the background sync ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="control-plane-sync")
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            await self.sync_once()
+            await asyncio.sleep(max(0.0, self._cfg.interval_s - (time.monotonic() - started)))
+
+    async def sync_once(self) -> None:
+        await asyncio.gather(self._report(), self._top_up(), return_exceptions=True)
+        await self._pull()
+
+    async def _report(self) -> None:
+        batches = self._control.drain()
+        for name in self._limits:  # an empty report still says this replica is alive (for probe ownership)
+            batches.setdefault(name, [])
+
+        async def one(name: str, outcomes: list) -> None:  # type: ignore[type-arg]
+            try:
+                handle = await self._get_provider(name)
+                await asyncio.wait_for(handle.report.remote(self._control.replica_id, outcomes), CALL_TIMEOUT_S)
+            except (RayError, TimeoutError) as exc:
+                self._providers.pop(name, None)
+                self._trouble(f"reporting to provider:{name}", exc)
+
+        await asyncio.gather(*(one(n, o) for n, o in batches.items() if n in self._limits))
+
+    async def _top_up(self) -> None:
+        for name, requests, tokens in self._control.low_leases():
+            grant = await self._grant(name, requests, tokens)
+            if grant is not None:
+                self._control.install_grant(name, grant)
+
+    async def _grant(self, name: str, requests: int, tokens: int) -> Grant | None:
+        try:
+            handle = await self._get_provider(name)
+            ref = handle.grant.remote(self._control.replica_id, requests, tokens)
+            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._providers.pop(name, None)
+            self._trouble(f"a lease from provider:{name}", exc)
+            return None
+
+    async def refill(self, name: str, requests: int, tokens: int) -> Grant | None:
+        return await self._grant(name, requests, tokens)
+
+    async def _pull(self) -> None:
+        try:
+            router = await self._get_router()
+            snap = await asyncio.wait_for(router.snapshot.remote(self._control.snapshot.version), CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._router = None
+            self._trouble("the routing snapshot", exc)
+            return
+        if snap is None:
+            self._control.install(self._control.snapshot)  # unchanged: still fresh
+        else:
+            self._control.install(snap)
+
+    async def reload_policy(self) -> tuple[bool, str]:
+        router = await self._get_router()
+        result = await asyncio.wait_for(router.reload.remote(), CALL_TIMEOUT_S * 5)
+        await self._pull()
+        return result
+
+    async def router_status(self) -> dict[str, object]:
+        router = await self._get_router()
+        return await asyncio.wait_for(router.status.remote(), CALL_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
