@@ -205,9 +205,8 @@ class HttpApi:
              "reason": c.reason} for c in plan.candidates
         ]  # fmt: skip
         skipped = [{"model": m, "why": why} for m, why in plan.skipped]
-        return _json(
-            {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}
-        )
+        body = {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}
+        return _json(body, headers={"x-gateway-replica": self._pipeline.control.replica_id})
 
     async def providers(self, http: Request) -> Response:
         """Breakers, latency statistics, rate-limit use and recent errors of every provider: the shared view (all

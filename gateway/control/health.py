@@ -6,7 +6,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from gateway.control.ratelimit import RateLimiter
 from gateway.control.snapshot import BreakerState, ErrorRecord, ModelView, Outcome, ProviderView
@@ -148,4 +147,4 @@ class ProviderHealth:
                 ewma_ttft_ms=s.ewma_ttft_ms, p95_ttft_ms=s.p95_ttft(), ttft_samples=len(s.ttfts),
             )  # fmt: skip
         rate = self.limiter.view() if self.limiter is not None else {}
-        return ProviderView(self.provider, MappingProxyType(models), tuple(self._errors), MappingProxyType(rate))
+        return ProviderView(self.provider, models, tuple(self._errors), rate)

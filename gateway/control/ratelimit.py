@@ -69,6 +69,7 @@ class RateLease:
         self.requests = 0
         self.tokens = 0
         self.expires_at = 0.0
+        self.refused_until = 0.0  # the actor said no: no further call until its window ends
         self._granted = (0, 0)
 
     def take(self, tokens: int) -> bool:
@@ -82,6 +83,8 @@ class RateLease:
     def low(self) -> bool:
         """Worth topping up in the background: expired, or under half of the last grant."""
         r, t = self._granted
+        if self.refused:
+            return False
         return self._clock() >= self.expires_at or self.requests * 2 < r or self.tokens * 2 < t
 
     def want(self, tokens: int = 0) -> tuple[int, int]:
@@ -94,3 +97,9 @@ class RateLease:
         self.tokens += grant.tokens
         self.expires_at = grant.expires_at
         self._granted = (grant.requests, grant.tokens)
+        if grant.requests == 0:
+            self.refused_until = grant.expires_at
+
+    @property
+    def refused(self) -> bool:
+        return self._clock() < self.refused_until

@@ -72,10 +72,15 @@ class ReplicaControl:
         self._fresh_at = self._clock()
         if snapshot.version <= self.snapshot.version:
             return
-        old = self.snapshot.policy
+        old, previous = self.snapshot.policy, self.snapshot
         self.snapshot = snapshot
         if snapshot.policy is not None and (old is None or old.breakers != snapshot.policy.breakers):
             self.board = self._board(snapshot.policy.breakers)
+        for provider, view in snapshot.providers.items():  # recovered everywhere (a probe succeeded): close here too
+            for model, m in view.models.items():
+                before = previous.model(provider, model)
+                if m.state == "closed" and before is not None and before.state != "closed":
+                    self.board.get(provider, model).success()
 
     @property
     def stale(self) -> bool:
@@ -147,7 +152,7 @@ class ReplicaControl:
         """The one synchronous actor call a request may make: its provider's lease ran out."""
         key = self.canonical(provider)
         lease = self._leases[key]
-        if self.refiller is None:
+        if self.refiller is None or lease.refused:
             return False
         grant = await self.refiller(key, *lease.want(tokens))
         if grant is None:  # the provider actor is unreachable: the provider's own 429s still protect it

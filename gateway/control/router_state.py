@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 from gateway.config import ConfigError, ModelEntry
 from gateway.control.snapshot import ProviderView, RoutingSnapshot
@@ -71,7 +70,7 @@ class RouterState:
         if self._snapshot is None:
             self._version += 1
             self._snapshot = RoutingSnapshot(
-                self._version, self._policy, self._policy_version, MappingProxyType(dict(self._providers)), self._error
+                self._version, self._policy, self._policy_version, dict(self._providers), self._error
             )
         return self._snapshot
 

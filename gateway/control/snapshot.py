@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Literal
 
 from gateway.routing.policy import RoutingPolicy
@@ -63,12 +62,12 @@ class ProviderView:
 
 @dataclass(frozen=True, slots=True)
 class RoutingSnapshot:
-    """A versioned, immutable routing table: the policy plus every provider's view. Replicas evaluate it locally."""
+    """A versioned routing table (never mutated once built): the policy plus every provider's view."""
 
     version: int
     policy: RoutingPolicy | None
     policy_version: int
-    providers: Mapping[str, ProviderView] = field(default_factory=lambda: MappingProxyType({}))
+    providers: Mapping[str, ProviderView] = field(default_factory=dict)
     policy_error: str | None = None  # why the last reload was rejected (the old policy stays)
 
     def model(self, provider: str, model: str) -> ModelView | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,8 +97,20 @@ class EmulatorContext:
     recorder: Recorder
     once_seen: BoundedKeySet = field(default_factory=BoundedKeySet)
     prompt_cache: BoundedKeySet = field(default_factory=BoundedKeySet)
+    outages: dict[str, tuple[str, float]] = field(default_factory=dict)  # model -> (fault name, until monotonic)
+
+    def outage(self, model: str) -> str | None:
+        """The fault a switched-on outage gives `model` now (None when it is up)."""
+        entry = self.outages.get(model)
+        if entry is None:
+            return None
+        if time.monotonic() >= entry[1]:
+            del self.outages[model]
+            return None
+        return entry[0]
 
     def reset(self) -> None:
         self.recorder.clear()
         self.once_seen.clear()
         self.prompt_cache.clear()
+        self.outages.clear()

@@ -93,6 +93,8 @@ async def read_intake(
         model_field = body.get("model") if isinstance(body, dict) else None
         model = model_field if isinstance(model_field, str) else ""
     model, fault, unknown = resolve_fault(model, request.headers, faults)
+    if fault is None and unknown is None and (down := ctx.outage(model)) is not None:
+        fault = faults.faults[down]
     headers = {k.lower(): v for k, v in request.headers.items()}
     return Intake(request_id, raw, body, parsed, model, fault, unknown, headers, resolve_timing(ctx.settings, headers))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -13,6 +14,7 @@ from gateway.emulators import bedrock as bedrock_emulator
 from gateway.emulators import gemini as gemini_emulator
 from gateway.emulators import openai as openai_emulator
 from gateway.emulators.config import EmulatorContext, EmulatorSettings
+from gateway.emulators.faults import CATALOGUE
 from gateway.emulators.recorder import Recorder
 
 Register = Callable[[web.Application, EmulatorContext], None]
@@ -53,6 +55,7 @@ class Emulator:
         app.router.add_get("/_emulator/requests", self._requests)
         app.router.add_get("/_emulator/billing", self._billing)
         app.router.add_post("/_emulator/reset", self._reset)
+        app.router.add_post("/_emulator/outages", self._outage)
         return app
 
     def reset(self) -> None:
@@ -67,6 +70,22 @@ class Emulator:
 
     async def _billing(self, request: web.Request) -> web.Response:
         return web.json_response(self.recorder.billing_json())
+
+    async def _outage(self, request: web.Request) -> web.Response:
+        """Switch a model down (`{"model", "fault", "seconds"}`: every call gets the fault until then) or back up
+        (`seconds: 0`): a provider that fails for a while and recovers, for breaker tests and experiments."""
+        body = await request.json()
+        model, fault, seconds = body.get("model"), body.get("fault", "503"), float(body.get("seconds", 60))
+        if not isinstance(model, str) or fault not in CATALOGUE:
+            return web.json_response({"error": f"need a model and a fault from: {', '.join(CATALOGUE)}"}, status=400)
+        self.set_outage(model, fault, seconds)
+        return web.json_response({"model": model, "fault": fault, "seconds": seconds})
+
+    def set_outage(self, model: str, fault: str = "503", seconds: float = 60.0) -> None:
+        if seconds <= 0:
+            self.context.outages.pop(model, None)
+        else:
+            self.context.outages[model] = (fault, time.monotonic() + seconds)
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()

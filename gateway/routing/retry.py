@@ -9,9 +9,10 @@ from typing import Literal
 from gateway.routing.policy import Retry
 from gateway.schema import ErrorKind, GatewayError
 
-# Errors that a new attempt on the same model can cure; the rest go straight to the next candidate.
-_SAME_MODEL = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.TIMEOUT,
-                         ErrorKind.CONNECTION, ErrorKind.INVALID_RESPONSE, ErrorKind.TRUNCATED_STREAM})  # fmt: skip
+# Errors that a new attempt on the same model can cure; the rest go straight to the next candidate. A timeout is
+# not among them: a silent upstream is abandoned for the next candidate, not waited on again.
+_SAME_MODEL = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.CONNECTION,
+                         ErrorKind.INVALID_RESPONSE, ErrorKind.TRUNCATED_STREAM})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ HEARTBEAT_S = 0.15
 READ_TIMEOUT_S = 2.0
 REPLICAS = 2
 SYNC_S = 0.2  # replica <-> control plane sync interval
+LIMITED_RPM = 5
+POLICY_SOURCE = Path(__file__).parent / "routing_policy.yaml"
 
 
 def _free_port() -> int:
@@ -30,7 +32,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(emulator_url: str) -> str:
+def policy_file(tmp_path_factory) -> Path:
+    """A copy of the test routing policy that a test may edit and reload (and must restore)."""
+    file = tmp_path_factory.mktemp("policy") / "routing.yaml"
+    file.write_text(POLICY_SOURCE.read_text())
+    return file
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url: str, policy_file: Path) -> str:
     config = parse_config(
         {
             "offline": True,
@@ -41,6 +51,7 @@ def gateway_url(emulator_url: str) -> str:
                 "openai": {"kind": "openai", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 # a patient provider, so a test can tell client-disconnect cancellation from a read timeout
                 "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
+                "openai-limited": {"kind": "openai", "rpm": LIMITED_RPM},  # a small account: 5 requests a minute
                 "anthropic": {"kind": "anthropic", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 "gemini": {"kind": "gemini", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 "bedrock": {
@@ -49,10 +60,19 @@ def gateway_url(emulator_url: str) -> str:
                     "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30},
                 },
             },
-            "routing_policy": str(Path(__file__).parent / "routing_policy.yaml"),
+            "routing_policy": str(policy_file),
             "models": {
                 **catalog_with_faults(),
                 "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"},
+                # switched down and up again by the emulator's outage control
+                "flaky-primary": {"provider": "openai", "upstream": "flaky-upstream"},
+                # gives up on a slow first token long before the provider's read timeout
+                "impatient-slow": {
+                    "provider": "openai",
+                    "upstream": "gpt-4o-mini-fault-slow-first-token",
+                    "timeouts": {"first_token": 0.25},
+                },
+                "limited-mini": {"provider": "openai-limited", "upstream": "gpt-4o-mini"},
             },
         },
         "tests/serve",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import httpx
@@ -10,6 +9,8 @@ import openai
 import pytest
 
 from tests.serve.conftest import REPLICAS
+from tests.serve.views import breaker as _breaker
+from tests.serve.views import every_replica_view, shared_open
 
 pytestmark = pytest.mark.ray
 
@@ -66,38 +67,12 @@ def test_requested_model_uses_the_callers_own_fallbacks(gw):
 
 @pytest.mark.parametrize("task", ["quick", "code", "planning"])
 def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
-    import httpx
-
     r = httpx.post(f"{gateway_url}/v1/gateway/route", json={
         "model": "auto", "messages": [{"role": "user", "content": "x"}], "gateway": {"task_class": task}})  # fmt: skip
     plan = r.json()
     assert r.status_code == 200 and plan["task_class"] == task
     assert plan["candidates"] and all(c["reason"].startswith(f"{task} chain #") for c in plan["candidates"])
     assert plan["route"].startswith(f"{task}:") and plan["candidates"][0]["provider"]
-
-
-def _providers_view_of_every_replica(url: str, until, timeout_s: float = 10.0) -> dict[str, dict]:
-    """GET /v1/gateway/providers until every replica has answered with a view for which `until(view)` holds."""
-    views: dict[str, dict] = {}
-    stop = time.monotonic() + timeout_s
-    while time.monotonic() < stop:
-        view = httpx.get(f"{url}/v1/gateway/providers").json()
-        if until(view):
-            views[view["replica"]] = view
-        if len(views) == REPLICAS:
-            return views
-    raise AssertionError(f"only {len(views)} of {REPLICAS} replicas reached the expected state in {timeout_s} s")
-
-
-def _breaker(view: dict, provider: str, model: str) -> dict:
-    return next(b for b in view["breakers"] if (b["provider"], b["model"]) == (provider, model))
-
-
-def _shared_open(model: str):
-    def check(view: dict) -> bool:
-        return any(b["model"] == model and b["shared_state"] == "open" for b in view["breakers"])
-
-    return check
 
 
 def _with_fallback(gw, model: str):
@@ -118,7 +93,7 @@ def test_a_breaker_opened_by_failures_on_one_replica_reaches_the_others(gw, gate
         assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "2"
         failures_seen[raw.headers["x-gateway-replica"]] += 1
     assert calls() - before == 3
-    views = _providers_view_of_every_replica(gateway_url, _shared_open(model))
+    views = every_replica_view(gateway_url, shared_open(model))
     # at least one replica saw fewer than 3 failures itself: only the shared state can have opened it there
     assert min(failures_seen[r] for r in views) < 3
     skipped_on: set[str] = set()
@@ -135,7 +110,7 @@ def test_providers_endpoint_shows_breakers_statistics_and_errors(gateway_url, gw
     for _ in range(3):
         gw.chat.completions.create(model="gpt-4o-mini-fault-503", messages=[{"role": "user", "content": "p"}],
                                    extra_body={"fallbacks": ["gpt-4o-mini"]})  # fmt: skip
-    views = _providers_view_of_every_replica(gateway_url, _shared_open("gpt-4o-mini-fault-503"))
+    views = every_replica_view(gateway_url, shared_open("gpt-4o-mini-fault-503"))
     for view in views.values():
         assert view["scope"] == "cluster" and not view["snapshot"]["stale"]
         assert view["providers"]["bedrock@eu-west-1"]["region"] == "eu-west-1"

@@ -1,0 +1,151 @@
+"""The plan runner without Ray: first-token timeouts, deadlines, hedging and rate leases, over scripted adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.config import ModelEntry, TimeoutOverrides, Timeouts
+from gateway.control.health import ProviderHealth
+from gateway.control.replica import RateLimit, ReplicaControl
+from gateway.control.router_state import RouterState
+from gateway.control.snapshot import Outcome
+from gateway.pipeline import Pipeline
+from gateway.pricing import Pricer
+from gateway.providers.base import Target
+from gateway.routing.policy import Chain, Hedging, RoutingPolicy
+from gateway.schema import ChatRequest, ErrorKind, FinishEvent, GatewayError, StartEvent, TextDelta, Usage
+
+
+class Scripted:
+    """One adapter serving several models; each model streams after its own first-token delay."""
+
+    name = "fake"
+
+    def __init__(self, first_token_s: dict[str, float]) -> None:
+        self.first_token_s = first_token_s
+        self.opened: list[str] = []
+        self.closed: list[str] = []
+
+    async def stream(self, request, target):
+        self.opened.append(target.name)
+        try:
+            yield StartEvent(id="s", provider="fake", model=target.name, upstream_model=target.name)
+            await asyncio.sleep(self.first_token_s.get(target.name, 0.0))
+            yield TextDelta(text=f"from {target.name}")
+            yield FinishEvent(finish_reason="stop", usage=Usage(input_tokens=3, output_tokens=2))
+        finally:
+            self.closed.append(target.name)
+
+
+ENTRY = ModelEntry(provider="fake", upstream="gpt-4o-mini")
+CATALOG = {
+    "a": ENTRY,
+    "b": ENTRY,
+    "c": ENTRY,
+    "slow": ENTRY.model_copy(update={"timeouts": TimeoutOverrides(first_token=0.05)}),
+}
+
+
+class Registry:
+    def __init__(self, adapter: Scripted) -> None:
+        self.adapter = adapter
+
+    def target(self, model: str, kind: str = "chat") -> Target:
+        return Target(model, "fake", CATALOG[model])
+
+    def kind(self, name: str) -> str:
+        return "openai"
+
+    @property
+    def catalog(self) -> dict:
+        return CATALOG
+
+    def provider(self, name: str) -> Scripted:
+        return self.adapter
+
+    def timeouts(self, name: str) -> Timeouts:
+        return Timeouts(first_token=5.0, total=30.0)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _policy(**kw) -> RoutingPolicy:
+    return RoutingPolicy(task_classes={"quick": Chain(candidates=("a", "b", "c"))}, **kw)
+
+
+def _request(**meta) -> ChatRequest:
+    return ChatRequest(model="auto", stream=True, messages=[{"role": "user", "content": "x"}], metadata=meta)
+
+
+async def _text(pipeline: Pipeline, request: ChatRequest) -> tuple[str, list]:
+    events = [e async for e in pipeline.stream(request)]
+    return "".join(e.text for e in events if isinstance(e, TextDelta)), events
+
+
+def _with_ttft_stats(control: ReplicaControl, model: str, ttft_ms: float, samples: int = 30) -> None:
+    health = ProviderHealth("fake", control.policy.breakers)
+    health.report("x", [Outcome("fake", model, "x", 1.0, None, "", ttft_ms, ttft_ms)] * samples)
+    state = RouterState(control.policy, None, CATALOG, version=100)
+    state.absorb(health.view())
+    control.install(state.snapshot())
+
+
+async def test_a_silent_first_token_falls_back_before_the_client_sees_a_byte():
+    adapter = Scripted({"slow": 10.0})
+    pipeline = Pipeline(
+        Registry(adapter), Pricer(), RoutingPolicy(task_classes={"quick": Chain(candidates=("slow", "b"))})
+    )
+    started = time.perf_counter()
+    text, events = await _text(pipeline, _request())
+    assert text == "from b" and events[0].attempt == 2 and time.perf_counter() - started < 5
+    assert adapter.closed == ["slow", "b"]  # the silent upstream was abandoned, its stream closed
+    assert pipeline.control.drain()["fake"][0].kind == "timeout"
+
+
+async def test_hedging_starts_the_next_candidate_after_the_p95_first_token_and_keeps_the_faster():
+    adapter = Scripted({"a": 2.0, "b": 0.0})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy(hedging=Hedging(enabled=True, min_samples=10)))
+    _with_ttft_stats(pipeline.control, "a", ttft_ms=60.0)
+    started = time.perf_counter()
+    text, events = await _text(pipeline, _request())
+    assert text == "from b" and time.perf_counter() - started < 1.5
+    assert adapter.opened == ["a", "b"] and "a" in adapter.closed  # the slower one was cancelled and closed
+    assert events[-1].attempts == 2  # the hedged attempt is counted
+
+
+async def test_no_hedge_without_enough_observations():
+    adapter = Scripted({"a": 0.2})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy(hedging=Hedging(enabled=True, min_samples=50)))
+    _with_ttft_stats(pipeline.control, "a", ttft_ms=10.0, samples=20)
+    text, _ = await _text(pipeline, _request())
+    assert text == "from a" and adapter.opened == ["a"]
+
+
+async def test_candidates_that_do_not_fit_the_deadline_are_skipped():
+    adapter = Scripted({})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy())
+    _with_ttft_stats(pipeline.control, "a", ttft_ms=3000.0)  # a usually takes 3 s to its first token
+    text, _ = await _text(pipeline, _request(timeout_ms=1000))
+    assert text == "from b" and adapter.opened == ["b"]
+
+
+async def test_every_limit_is_clipped_to_the_deadline():
+    adapter = Scripted({"a": 10.0, "b": 10.0, "c": 10.0})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy())
+    started = time.perf_counter()
+    with pytest.raises(GatewayError) as info:
+        await _text(pipeline, _request(deadline=time.time() + 0.3))
+    assert info.value.kind is ErrorKind.TIMEOUT and time.perf_counter() - started < 1.0
+
+
+async def test_a_spent_rate_lease_moves_to_the_next_provider_without_calling_it():
+    adapter = Scripted({})
+    control = ReplicaControl("r", _policy(), limits={"fake": RateLimit(rpm=1)})
+    pipeline = Pipeline(Registry(adapter), Pricer(), control=control)
+    with pytest.raises(GatewayError) as info:  # no refiller (no actor) and an empty lease: refused locally
+        await _text(pipeline, _request())
+    assert info.value.kind is ErrorKind.RATE_LIMITED and adapter.opened == []
