@@ -233,7 +233,7 @@ class HttpApi:
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
-        headers = self._route_headers(response.provider, response.upstream_model, 1)
+        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         return _json(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:

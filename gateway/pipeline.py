@@ -10,7 +10,7 @@ from gateway.control.replica import ReplicaControl
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
 from gateway.routing.breaker import BreakerBoard
-from gateway.routing.planner import AUTO, RoutePlan, estimate_prompt_tokens, plan_route
+from gateway.routing.planner import AUTO, RoutePlan, estimate_prompt_tokens, plan_embeddings, plan_route
 from gateway.routing.policy import RoutingPolicy
 from gateway.runner import Limits, PlanRunner, request_deadline
 from gateway.schema import (
@@ -80,7 +80,7 @@ class Pipeline:
             check_capabilities(request, self._registry.target(request.model))
         return plan_route(request, self.control.policy, self._registry.catalog)
 
-    def _deadline(self, request: ChatRequest) -> float:
+    def _deadline(self, request: ChatRequest | EmbeddingsRequest) -> float:
         policy = self.control.policy
         return request_deadline(request, policy.deadline_s if policy is not None else None)
 
@@ -175,14 +175,25 @@ class Pipeline:
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()
-        target = self._registry.target(request.model, kind="embedding")
-        dims = target.entry.dimensions
-        if request.dimensions is not None and dims is not None and request.dimensions > dims:
-            raise validation_error(
-                "dimensions", f"{request.dimensions} exceeds the {dims} dimensions of `{target.name}`"
-            )
-        response = await self._registry.provider(target.provider).embed(request, target)
-        return response.model_copy(update={"latency_ms": (time.perf_counter() - started) * 1000})
+        plan = plan_embeddings(request, self.control.policy, self._registry.catalog)
+        if request.model != AUTO:
+            target = self._registry.target(request.model, kind="embedding")
+            dims = target.entry.dimensions
+            if request.dimensions is not None and dims is not None and request.dimensions > dims:
+                raise validation_error(
+                    "dimensions", f"{request.dimensions} exceeds the {dims} dimensions of `{target.name}`"
+                )
+        provider = self._registry.provider
+
+        async def once(target: Target, _: Limits) -> EmbeddingsResponse:
+            return await provider(target.provider).embed(request, target)
+
+        run, attempts = await self._runner.run(
+            plan, once, stream=False, deadline=self._deadline(request),
+            tokens=lambda: sum(len(t) for t in request.texts) // 4 + len(request.texts),
+        )  # fmt: skip
+        latency = (time.perf_counter() - started) * 1000
+        return run.result.model_copy(update={"latency_ms": latency, "attempts": attempts, "route": plan.header})
 
     async def aclose(self) -> None:
         await self._registry.aclose()

@@ -17,7 +17,7 @@ from gateway.providers import ProviderRegistry, Target
 from gateway.routing.planner import RoutePlan
 from gateway.routing.policy import Retry
 from gateway.routing.retry import decide
-from gateway.schema import ChatRequest, ErrorKind, GatewayError
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
 
 log = logging.getLogger("gateway.runner")
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class Attempt(Generic[T]):
 Once = Callable[[Target, Limits], Awaitable[T]]
 
 
-def request_deadline(request: ChatRequest, default_s: float | None) -> float:
+def request_deadline(request: ChatRequest | EmbeddingsRequest, default_s: float | None) -> float:
     """The request's deadline on the perf_counter clock: the turn deadline, its own timeout, or the default."""
     now, meta = time.perf_counter(), request.metadata
     bounds = [meta.deadline - time.time()] if meta.deadline is not None else []
@@ -131,7 +131,7 @@ class PlanRunner:
         """The first attempt that succeeds, and how many attempts it took; else the deciding error."""
         policy = self.control.policy
         rules = policy.retry if policy is not None else Retry()
-        targets = [self._registry.target(c.model) for c in plan.candidates]
+        targets = [self._registry.target(c.model, plan.kind) for c in plan.candidates]
         used: set[str] = set()  # hedge candidates already tried
         attempts = 0
         last: GatewayError | None = None

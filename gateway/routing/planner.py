@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gateway.config import ModelEntry
 from gateway.routing.policy import RoutingPolicy
-from gateway.schema import ChatRequest, ErrorKind, GatewayError
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
 
 AUTO = "auto"  # the model name that asks the policy to choose
 
@@ -23,6 +23,7 @@ class RoutePlan:
     task_class: str | None
     candidates: tuple[Candidate, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (model, why it cannot serve this request)
+    kind: str = "chat"  # the catalog kind of every candidate
 
     @property
     def header(self) -> str:
@@ -108,3 +109,32 @@ def plan_route(request: ChatRequest, policy: RoutingPolicy | None, catalog: Mapp
         raise GatewayError(ErrorKind.BAD_REQUEST, f"no model can serve this request ({why})", param="model",
                            code="no_candidate")  # fmt: skip
     return RoutePlan(task, tuple(candidates), tuple(skipped))
+
+
+def plan_embeddings(
+    request: EmbeddingsRequest, policy: RoutingPolicy | None, catalog: Mapping[str, ModelEntry]
+) -> RoutePlan:
+    """`auto`: the embeddings chain (the policy orders it: Bedrock first, then the cheapest), keeping only models
+    that can give the requested dimensions; a named model is used as is."""
+    if request.model != AUTO:
+        return RoutePlan(None, (Candidate(request.model, "requested"),), kind="embedding")
+    chain = policy.task_classes.get("embeddings") if policy is not None else None
+    if chain is None:
+        raise GatewayError(ErrorKind.BAD_REQUEST, "`auto` needs a routing policy with an `embeddings` chain",
+                           param="model")  # fmt: skip
+    org = policy.orgs.get(request.metadata.org or "") if policy is not None else None
+    candidates: list[Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    for i, name in enumerate(chain.candidates):
+        entry = catalog[name]
+        if org is not None and ((org.allow is not None and name not in org.allow) or name in org.deny):
+            skipped.append((name, f"not allowed for org `{request.metadata.org}`"))
+        elif request.dimensions is not None and entry.dimensions is not None and entry.dimensions < request.dimensions:
+            skipped.append((name, f"{entry.dimensions} dimensions < the {request.dimensions} requested"))
+        else:
+            candidates.append(Candidate(name, f"embeddings chain #{i + 1}"))
+    if not candidates:
+        why = "; ".join(f"{m}: {r}" for m, r in skipped)
+        raise GatewayError(ErrorKind.BAD_REQUEST, f"no embedding model can serve this request ({why})",
+                           param="dimensions", code="no_candidate")  # fmt: skip
+    return RoutePlan("embeddings", tuple(candidates), tuple(skipped), kind="embedding")

@@ -31,3 +31,5 @@ class EmbeddingsResponse(BaseModel):
     provider: str
     usage: Usage
     latency_ms: float = 0.0
+    attempts: int = 1
+    route: str | None = None

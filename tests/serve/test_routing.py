@@ -120,3 +120,11 @@ def test_providers_endpoint_shows_breakers_statistics_and_errors(gateway_url, gw
         assert healthy["state"] == "closed" and healthy["requests"] >= 3 and healthy["ewma_latency_ms"] > 0
         errors = view["providers"]["openai"]["recent_errors"]
         assert any(e["model"] == "gpt-4o-mini-fault-503" and e["kind"] == "overloaded" for e in errors)
+
+
+def test_embeddings_auto_follows_the_policy_and_reports_the_route(gw):
+    raw = gw.embeddings.with_raw_response.create(model="auto", input=["a", "b"], dimensions=512,
+                                                 encoding_format="float")  # fmt: skip
+    result = raw.parse()
+    assert result.model == "text-embedding-3-small" and len(result.data) == 2 and len(result.data[0].embedding) == 512
+    assert raw.headers["x-gateway-route"] == "embeddings:text-embedding-3-small"

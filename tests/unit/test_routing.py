@@ -139,3 +139,20 @@ def test_fallbacks_without_a_policy_and_unfit_candidates_are_skipped():
     assert plan.skipped == (("gpt-4o-mini", "max_tokens above its 16384 output tokens"),)
     with pytest.raises(GatewayError, match="routing policy"):
         plan_route(request.model_copy(update={"model": "auto"}), None, CATALOG)
+
+
+def test_embeddings_auto_takes_the_chain_and_skips_models_without_the_dimensions():
+    from gateway.routing.planner import plan_embeddings
+    from gateway.schema import EmbeddingsRequest
+
+    def plan(**kw):
+        return plan_embeddings(EmbeddingsRequest(model="auto", texts=["x"], **kw), POLICY, CATALOG)
+
+    assert [c.model for c in plan().candidates] == ["titan-embed-text-v2", "text-embedding-3-small"]
+    wide = plan(dimensions=1536)
+    assert [c.model for c in wide.candidates] == ["text-embedding-3-small"] and wide.skipped[0][
+        0
+    ] == "titan-embed-text-v2"
+    with pytest.raises(GatewayError) as info:
+        plan(dimensions=4096)
+    assert info.value.param == "dimensions" and "1536 dimensions < the 4096" in info.value.message
