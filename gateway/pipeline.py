@@ -97,7 +97,8 @@ class Pipeline:
             return await provider(target.provider).complete(request, target)
 
         run, attempts = await self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
-                                               tokens=self._tokens(request))  # fmt: skip
+                                               tokens=self._tokens(request),
+                                               latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
         response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
         cost = self._pricer.cost(self._registry.kind(target.provider), response.upstream_model, response.usage)
@@ -136,7 +137,7 @@ class Pipeline:
 
         run, attempts = await self._runner.run(
             plan, lambda t, _: self._open(request, t), stream=True, deadline=deadline,
-            tokens=self._tokens(request), discard=discard,
+            tokens=self._tokens(request), discard=discard, latency_target_ms=request.metadata.latency_target_ms,
         )  # fmt: skip
         (events, head), target = run.result, run.target
         ends = min(run.t0 + run.limits.total, deadline)

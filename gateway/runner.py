@@ -126,12 +126,27 @@ class PlanRunner:
             return None
         return max(view.p95_ttft_ms, policy.hedging.min_delay_ms) / 1000
 
+    def _by_latency_target(self, targets: list[Target], target_ms: float | None, stream: bool) -> list[Target]:
+        """With a latency target, candidates observed to be slower than it (first token for a stream) move to
+        the end, in their order; candidates without observations count as fast enough."""
+        if target_ms is None:
+            return targets
+
+        def slow(t: Target) -> bool:
+            view = self.control.shared(t.provider, t.name)
+            observed = (view.ewma_ttft_ms if stream else view.ewma_latency_ms) if view is not None else None
+            return observed is not None and observed > target_ms
+
+        return sorted(targets, key=slow)
+
     async def run(self, plan: RoutePlan, once: Once[T], *, stream: bool, deadline: float, tokens: Callable[[], int],
-                  discard: Callable[[T], Awaitable[None]] | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
+                  discard: Callable[[T], Awaitable[None]] | None = None,
+                  latency_target_ms: float | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
         """The first attempt that succeeds, and how many attempts it took; else the deciding error."""
         policy = self.control.policy
         rules = policy.retry if policy is not None else Retry()
-        targets = [self._registry.target(c.model, plan.kind) for c in plan.candidates]
+        targets = self._by_latency_target([self._registry.target(c.model, plan.kind) for c in plan.candidates],
+                                          latency_target_ms, stream)  # fmt: skip
         used: set[str] = set()  # hedge candidates already tried
         attempts = 0
         last: GatewayError | None = None

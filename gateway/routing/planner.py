@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.config import ModelEntry
-from gateway.routing.policy import RoutingPolicy
+from gateway.routing.policy import RoutingPolicy, Tier
 from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
 
 AUTO = "auto"  # the model name that asks the policy to choose
@@ -70,15 +70,31 @@ def _unfit(request: ChatRequest, entry: ModelEntry, prompt_tokens: int) -> str |
     return None
 
 
+def _tier(request: ChatRequest, policy: RoutingPolicy | None) -> Tier | None:
+    name = request.metadata.budget_tier
+    if name is None or policy is None or not policy.budget_tiers:
+        return None
+    if name not in policy.budget_tiers:
+        known = ", ".join(sorted(policy.budget_tiers))
+        raise GatewayError(ErrorKind.BAD_REQUEST, f"unknown budget tier `{name}` (known: {known})",
+                           param="gateway.budget_tier")  # fmt: skip
+    return policy.budget_tiers[name]
+
+
 def plan_route(request: ChatRequest, policy: RoutingPolicy | None, catalog: Mapping[str, ModelEntry]) -> RoutePlan:
     """Requested model (then the request's own fallbacks), or for `auto` the task class's chain; unfit ones skipped."""
     org = policy.orgs.get(request.metadata.org or "") if policy is not None else None
+    tier = _tier(request, policy)
     if request.model == AUTO:
         if policy is None:
             raise GatewayError(ErrorKind.BAD_REQUEST, "`auto` needs a routing policy (none is configured)",
                                param="model")  # fmt: skip
         task, why = infer_task_class(request, policy)
-        chain = (org.task_classes.get(task) if org else None) or policy.task_classes.get(task)  # type: ignore[arg-type]
+        chain = (
+            (org.task_classes.get(task) if org else None)  # type: ignore[call-overload]
+            or (tier.task_classes.get(task) if tier else None)  # type: ignore[call-overload]
+            or policy.task_classes.get(task)  # type: ignore[call-overload]
+        )
         if chain is None:
             raise GatewayError(ErrorKind.BAD_REQUEST, f"the routing policy has no chain for task class `{task}`",
                                param="gateway.task_class")  # fmt: skip
@@ -100,6 +116,8 @@ def plan_route(request: ChatRequest, policy: RoutingPolicy | None, catalog: Mapp
             skipped.append((name, "not in the catalog"))
         elif org is not None and ((org.allow is not None and name not in org.allow) or name in org.deny):
             skipped.append((name, f"not allowed for org `{request.metadata.org}`"))
+        elif tier is not None and ((tier.allow is not None and name not in tier.allow) or name in tier.deny):
+            skipped.append((name, f"not in budget tier `{request.metadata.budget_tier}`"))
         elif (problem := _unfit(request, entry, prompt_tokens)) is not None:
             skipped.append((name, problem))
         elif all(c.model != name for c in candidates):

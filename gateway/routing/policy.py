@@ -30,6 +30,14 @@ class OrgOverride(_Strict):
     deny: tuple[str, ...] = ()
 
 
+class Tier(_Strict):
+    """A budget tier (`gateway.budget_tier`): its own chains, and the models it may (allow) or may not (deny) use."""
+
+    task_classes: dict[TaskClass, Chain] = {}
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+
+
 class Retry(_Strict):
     per_candidate: int = Field(default=2, ge=1, le=10)  # attempts on one model before falling back
     total: int = Field(default=4, ge=1, le=20)  # attempts across the whole plan
@@ -64,6 +72,7 @@ class RoutingPolicy(_Strict):
     default_task_class: TaskClass = "quick"
     long_context_tokens: int = Field(default=32_000, ge=1)  # a prompt this long infers `planning`
     orgs: dict[str, OrgOverride] = {}
+    budget_tiers: dict[str, Tier] = {}
     retry: Retry = Retry()
     breakers: Breakers = Breakers()
     hedging: Hedging = Hedging()
@@ -73,12 +82,19 @@ class RoutingPolicy(_Strict):
     def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
         """Unknown models, or a chat model in the embeddings chain (and vice versa), are load-time errors."""
         chains = [(f"task_classes.{k}", k, c) for k, c in self.task_classes.items()]
+        for name, tier in self.budget_tiers.items():
+            chains += [(f"budget_tiers.{name}.task_classes.{k}", k, c) for k, c in tier.task_classes.items()]
         for org, override in self.orgs.items():
             chains += [(f"orgs.{org}.task_classes.{k}", k, c) for k, c in override.task_classes.items()]
             for field in ("allow", "deny"):
                 for model in getattr(override, field) or ():
                     if model not in catalog:
                         raise ConfigError(f"{source}: orgs.{org}.{field}: unknown model `{model}`")
+        for name, tier in self.budget_tiers.items():
+            for field in ("allow", "deny"):
+                for model in getattr(tier, field) or ():
+                    if model not in catalog:
+                        raise ConfigError(f"{source}: budget_tiers.{name}.{field}: unknown model `{model}`")
         for where, task, chain in chains:
             for i, model in enumerate(chain.candidates):
                 entry = catalog.get(model)

@@ -156,3 +156,17 @@ def test_embeddings_auto_takes_the_chain_and_skips_models_without_the_dimensions
     with pytest.raises(GatewayError) as info:
         plan(dimensions=4096)
     assert info.value.param == "dimensions" and "1536 dimensions < the 4096" in info.value.message
+
+
+def test_budget_tiers_narrow_the_chain_and_an_unknown_tier_names_the_field():
+    economy = plan_route(_req(metadata={"task_class": "planning", "budget_tier": "economy"}), POLICY, CATALOG)
+    assert [c.model for c in economy.candidates] == ["bedrock-claude-3-haiku", "gpt-4o-mini", "gemini-2.5-flash"]
+    asked = ChatRequest(model="gpt-4o", messages=[{"role": "user", "content": "x"}], fallbacks=["gpt-4o-mini"],
+                        metadata={"budget_tier": "economy"})  # fmt: skip
+    narrowed = plan_route(asked, POLICY, CATALOG)
+    assert [c.model for c in narrowed.candidates] == ["gpt-4o-mini"] and narrowed.skipped[0][0] == "gpt-4o"
+    premium = plan_route(_req(metadata={"task_class": "planning", "budget_tier": "premium"}), POLICY, CATALOG)
+    assert premium.candidates[0].model == "bedrock-claude-sonnet-4-5"
+    with pytest.raises(GatewayError) as info:
+        plan_route(_req(metadata={"budget_tier": "platinum"}), POLICY, CATALOG)
+    assert info.value.param == "gateway.budget_tier" and "economy" in info.value.message

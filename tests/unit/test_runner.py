@@ -149,3 +149,13 @@ async def test_a_spent_rate_lease_moves_to_the_next_provider_without_calling_it(
     with pytest.raises(GatewayError) as info:  # no refiller (no actor) and an empty lease: refused locally
         await _text(pipeline, _request())
     assert info.value.kind is ErrorKind.RATE_LIMITED and adapter.opened == []
+
+
+async def test_a_latency_target_tries_candidates_observed_to_meet_it_first():
+    adapter = Scripted({})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy())
+    _with_ttft_stats(pipeline.control, "a", ttft_ms=500.0)
+    text, _ = await _text(pipeline, _request(latency_target_ms=100))
+    assert text == "from b" and adapter.opened == ["b"]
+    text, _ = await _text(pipeline, _request())  # without a target the policy's order stands
+    assert text == "from a"
