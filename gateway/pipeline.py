@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from decimal import Decimal
 
 from gateway.control.replica import ReplicaControl
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
 from gateway.routing.breaker import BreakerBoard
-from gateway.routing.planner import AUTO, RoutePlan, estimate_prompt_tokens, plan_embeddings, plan_route
+from gateway.routing.planner import AUTO, Candidate, RoutePlan, estimate_prompt_tokens, plan_embeddings, plan_route
 from gateway.routing.policy import RoutingPolicy
-from gateway.runner import Limits, PlanRunner, request_deadline
+from gateway.runner import Attempt, Limits, PlanRunner, request_deadline
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -22,6 +24,7 @@ from gateway.schema import (
     ErrorKind,
     FinishEvent,
     GatewayError,
+    Message,
     StartEvent,
     StreamEvent,
     TextDelta,
@@ -32,6 +35,22 @@ from gateway.schema import (
 )
 
 log = logging.getLogger("gateway.pipeline")
+
+
+Opened = tuple[AsyncIterator[StreamEvent], list[StreamEvent]]
+# Breaks after which a stream may continue elsewhere (a refusal or a bad request would not get better).
+_CONTINUABLE = frozenset({ErrorKind.TRUNCATED_STREAM, ErrorKind.TIMEOUT, ErrorKind.CONNECTION, ErrorKind.SERVER,
+                          ErrorKind.OVERLOADED, ErrorKind.INVALID_RESPONSE})  # fmt: skip
+
+
+@dataclass
+class _Progress:
+    """What a stream has sent so far; `text` is kept only when the stream could be continued."""
+
+    text: list[str] | None
+    deltas: int = 0
+    tools: bool = False
+    broken: GatewayError | None = None
 
 
 async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
@@ -126,22 +145,77 @@ class Pipeline:
         """Typed events: start, deltas, running usage, then finish — or an error event once started.
 
         Until the first token the plan is retried, hedged and fallen back along; an error then is raised (the
-        ingress turns it into an HTTP error). After that it becomes a final ErrorEvent that never looks like a finish.
+        ingress turns it into an HTTP error). After that a break ends with an ErrorEvent that never looks like a
+        finish — unless the policy lets a prefill-capable candidate continue from the text already sent.
         """
         started = time.perf_counter()
         plan = self.plan(request)
         deadline = self._deadline(request)
+        run, attempts = await self._open_plan(request, plan, deadline)
+        policy = self.control.policy
+        catalog = self._registry.catalog
+        resumable = (
+            policy is not None
+            and policy.streaming.continue_on_break
+            and any(catalog[c.model].capabilities.prefill for c in plan.candidates)
+        )
+        progress = _Progress([] if resumable else None)
+        async for event in self._relay(run, attempts, plan.header, started, deadline, progress):
+            yield event
+        if progress.broken is None:
+            return
+        broken, cont = progress.broken, self._continuation(request, plan, run.target.name, progress)
+        try:
+            if cont is None:
+                raise broken
+            crun, more = await self._open_plan(cont[0], cont[1], deadline)
+        except GatewayError:
+            yield ErrorEvent(error=broken.to_info(), usage=broken.usage)
+            return
+        log.info("stream from %s broke after %d deltas (%s); %s continues it", run.target.name, progress.deltas,
+                 broken.kind.value, crun.target.name)  # fmt: skip
+        usage = broken.usage or Usage(input_tokens=estimate_prompt_tokens(request), output_tokens=progress.deltas)
+        cost = self._pricer.cost(self._registry.kind(run.target.provider), run.target.upstream, usage)
+        async for event in self._relay(crun, attempts + more, None, started, deadline, _Progress(None), (usage, cost)):
+            yield event
 
-        async def discard(opened: tuple[AsyncIterator[StreamEvent], list[StreamEvent]]) -> None:
+    async def _open_plan(self, request: ChatRequest, plan: RoutePlan, deadline: float) -> tuple[Attempt[Opened], int]:
+        async def discard(opened: Opened) -> None:
             await opened[0].aclose()  # type: ignore[attr-defined]
 
-        run, attempts = await self._runner.run(
+        return await self._runner.run(
             plan, lambda t, _: self._open(request, t), stream=True, deadline=deadline,
             tokens=self._tokens(request), discard=discard, latency_target_ms=request.metadata.latency_target_ms,
         )  # fmt: skip
+
+    def _continuation(
+        self, request: ChatRequest, plan: RoutePlan, broke: str, progress: _Progress
+    ) -> tuple[ChatRequest, RoutePlan] | None:
+        """The request that continues a broken text stream (the sent text as an assistant prefill) and the
+        prefill-capable candidates to send it to: those after the broken one first, the broken one last."""
+        text = "".join(progress.text or ())
+        left = request.max_tokens - progress.deltas if request.max_tokens is not None else None
+        if not text or progress.tools or (left is not None and left < 1):
+            return None
+        names = [c.model for c in plan.candidates if self._registry.catalog[c.model].capabilities.prefill]
+        if broke in names:
+            i = names.index(broke)
+            names = names[i + 1 :] + names[: i + 1]
+        if not names:
+            return None
+        messages = (*request.messages, Message(role="assistant", content=text))
+        continued = request.model_copy(update={"messages": messages, "max_tokens": left, "fallbacks": ()})
+        candidates = tuple(Candidate(m, f"continues the broken stream of {broke}") for m in names)
+        return continued, RoutePlan(plan.task_class, candidates)
+
+    async def _relay(
+        self, run: Attempt[Opened], attempts: int, route: str | None, started: float, deadline: float,
+        progress: _Progress, prior: tuple[Usage, Decimal | None] | None = None,
+    ) -> AsyncIterator[StreamEvent]:  # fmt: skip
+        """One opened stream to the client. `route` None: a continuation (its start event is not sent again);
+        `prior`: the usage and cost of the broken stream it continues, added to its finish."""
         (events, head), target = run.result, run.target
         ends = min(run.t0 + run.limits.total, deadline)
-        deltas = 0
         outcome: GatewayError | None = None
         finished = False
         try:
@@ -149,24 +223,38 @@ class Pipeline:
                 if time.perf_counter() > ends:  # silence is bounded by the read timeout; this bounds trickling
                     raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total time limit",
                                        provider=target.provider, model=target.name,
-                                       usage=Usage(output_tokens=deltas))  # fmt: skip
+                                       usage=Usage(output_tokens=progress.deltas))  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
-                    deltas += 1
+                    progress.deltas += 1
+                    if progress.text is not None:
+                        if isinstance(event, TextDelta):
+                            progress.text.append(event.text)
+                        else:
+                            progress.tools = True
                     yield event
-                    if deltas % self._usage_every == 0:
-                        yield UsageEvent(usage=Usage(output_tokens=deltas))
+                    if progress.deltas % self._usage_every == 0:
+                        yield UsageEvent(usage=Usage(output_tokens=progress.deltas))
                 elif isinstance(event, FinishEvent):
-                    latency = (time.perf_counter() - started) * 1000
-                    cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, event.usage)
+                    usage = event.usage
+                    cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, usage)
+                    if prior is not None:
+                        usage = usage + prior[0]
+                        cost = cost + prior[1] if cost is not None and prior[1] is not None else None
                     finished = True
-                    yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost})
+                    latency = (time.perf_counter() - started) * 1000
+                    yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost,
+                                                   "usage": usage})  # fmt: skip
                 elif isinstance(event, StartEvent):
-                    yield event.model_copy(update={"attempt": attempts, "route": plan.header})
+                    if route is not None:
+                        yield event.model_copy(update={"attempt": attempts, "route": route})
                 else:
                     yield event
         except GatewayError as exc:
             outcome = exc
-            yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
+            if progress.text is not None and progress.deltas and exc.kind in _CONTINUABLE:
+                progress.broken = exc  # the caller may continue it elsewhere
+            else:
+                yield ErrorEvent(error=exc.to_info(), usage=exc.usage)
         except Exception as exc:  # a bug or an unmapped failure must still end the stream visibly
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
         finally:

@@ -36,7 +36,11 @@ def catalog_with_faults() -> dict:
         },
     }
     models |= {  # one chat model on each of the other providers
-        "claude-haiku-4-5": {"provider": "anthropic", "upstream": "claude-haiku-4-5", "capabilities": {"images": True}},
+        "claude-haiku-4-5": {
+            "provider": "anthropic",
+            "upstream": "claude-haiku-4-5",
+            "capabilities": {"images": True, "prefill": True},
+        },
         "gemini-2.5-flash": {"provider": "gemini", "upstream": "gemini-2.5-flash", "capabilities": {"images": True}},
         "bedrock-claude-haiku": {"provider": "bedrock", "upstream": "anthropic.claude-3-haiku-20240307-v1:0"},
     }

@@ -128,3 +128,21 @@ def test_embeddings_auto_follows_the_policy_and_reports_the_route(gw):
     result = raw.parse()
     assert result.model == "text-embedding-3-small" and len(result.data) == 2 and len(result.data[0].embedding) == 512
     assert raw.headers["x-gateway-route"] == "embeddings:text-embedding-3-small"
+
+
+def test_a_stream_broken_midway_continues_on_a_prefill_capable_fallback(gw, emulator):
+    # a stall (a few tokens, then silence until the 2 s read timeout) rather than a cut: a cut right after the
+    # first bytes can reset the connection before they are delivered, which would be a clean fallback instead
+    chunks = list(gw.chat.completions.create(
+        model="gpt-4o-mini-fault-stall", stream=True, messages=[{"role": "user", "content": "continue me 51f"}],
+        extra_body={"fallbacks": ["claude-haiku-4-5"]},
+    ))  # fmt: skip
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[0].model == "gpt-4o-mini-fault-stall"
+    continued = [
+        r for r in emulator.recorder.requests if r.provider == "anthropic" and "continue me 51f" in str(r.body)
+    ]
+    prefill = continued[-1].body["messages"][-1]
+    assert prefill["role"] == "assistant"
+    sent = prefill["content"] if isinstance(prefill["content"], str) else prefill["content"][0]["text"]
+    assert sent and text.startswith(sent) and len(text) > len(sent)  # what was sent, then the continuation

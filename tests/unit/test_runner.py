@@ -159,3 +159,49 @@ async def test_a_latency_target_tries_candidates_observed_to_meet_it_first():
     assert text == "from b" and adapter.opened == ["b"]
     text, _ = await _text(pipeline, _request())  # without a target the policy's order stands
     assert text == "from a"
+
+
+class Breaking(Scripted):
+    """`a` sends two words and breaks; any other model continues and records the request it got."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.requests: list = []
+
+    async def stream(self, request, target):
+        self.opened.append(target.name)
+        self.requests.append(request)
+        yield StartEvent(id="s", provider="fake", model=target.name, upstream_model=target.name)
+        if target.name == "a":
+            yield TextDelta(text="Hello ")
+            yield TextDelta(text="wor")
+            raise GatewayError(ErrorKind.TRUNCATED_STREAM, "cut", provider="fake", model="a")
+        yield TextDelta(text="ld.")
+        yield FinishEvent(finish_reason="stop", usage=Usage(input_tokens=10, output_tokens=1))
+
+
+PREFILL = ENTRY.model_copy(update={"capabilities": ENTRY.capabilities.model_copy(update={"prefill": True})})
+
+
+async def test_a_broken_stream_continues_on_a_prefill_capable_candidate_when_the_policy_allows():
+    from gateway.routing.policy import Streaming
+
+    CATALOG["p"] = PREFILL
+    try:
+        adapter = Breaking()
+        policy = RoutingPolicy(task_classes={"quick": Chain(candidates=("a", "b", "p"))},
+                               streaming=Streaming(continue_on_break=True))  # fmt: skip
+        text, events = await _text(Pipeline(Registry(adapter), Pricer(), policy), _request())
+        assert text == "Hello world." and isinstance(events[-1], FinishEvent)
+        assert adapter.opened == ["a", "p"]  # b cannot take a prefill: skipped
+        prefill = adapter.requests[1].messages[-1]
+        assert prefill.role == "assistant" and prefill.content == "Hello wor"
+        assert sum(isinstance(e, StartEvent) for e in events) == 1 and events[-1].attempts == 2
+        assert events[-1].usage.output_tokens == 1 + 2  # the continuation's, plus what the broken stream sent
+        without = RoutingPolicy(task_classes={"quick": Chain(candidates=("a", "p"))})
+        text, events = await _text(Pipeline(Registry(Breaking()), Pricer(), without), _request())
+        assert (
+            text == "Hello wor" and events[-1].type == "error" and events[-1].error.kind is ErrorKind.TRUNCATED_STREAM
+        )
+    finally:
+        del CATALOG["p"]
