@@ -88,6 +88,7 @@ class ControlLink:
         async def one(name: str, outcomes: list) -> None:  # type: ignore[type-arg]
             try:
                 handle = await self._get_provider(name)
+                self._control.actor_calls["background"] += 1
                 await asyncio.wait_for(handle.report.remote(self._control.replica_id, outcomes), CALL_TIMEOUT_S)
             except (RayError, TimeoutError) as exc:
                 self._providers.pop(name, None)
@@ -101,9 +102,10 @@ class ControlLink:
             if grant is not None:
                 self._control.install_grant(name, grant)
 
-    async def _grant(self, name: str, requests: int, tokens: int) -> Grant | None:
+    async def _grant(self, name: str, requests: int, tokens: int, background: bool = True) -> Grant | None:
         try:
             handle = await self._get_provider(name)
+            self._control.actor_calls["background"] += background
             ref = handle.grant.remote(self._control.replica_id, requests, tokens)
             return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
@@ -112,11 +114,13 @@ class ControlLink:
             return None
 
     async def refill(self, name: str, requests: int, tokens: int) -> Grant | None:
-        return await self._grant(name, requests, tokens)
+        """On a request's path: its rate lease ran out (ReplicaControl counts these calls)."""
+        return await self._grant(name, requests, tokens, background=False)
 
     async def _pull(self) -> None:
         try:
             router = await self._get_router()
+            self._control.actor_calls["background"] += 1
             snap = await asyncio.wait_for(router.snapshot.remote(self._control.snapshot.version), CALL_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
             self._router = None

@@ -79,6 +79,8 @@ async def measure(base: dict[str, str], args: argparse.Namespace, label: str) ->
     rows = []
     for name, body, conc, is_stream in scenarios(args):
         for target, url in base.items():
+            if target == "gateway" and args.gateway_model:
+                body = {**body, "model": args.gateway_model}  # e.g. `auto`: the routing policy chooses
             result = await run(f"{url}/chat/completions", body, conc, args.seconds, is_stream)
             row = {"phase": label, "scenario": name, "target": target, **result.summary()}
             rows.append(row)
@@ -96,6 +98,7 @@ def main() -> int:
     parser.add_argument("--gateway-cpus", default="1")
     parser.add_argument("--client-cpus", default="0")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--gateway-model", default="auto", help="model the gateway is asked for ('' = same as direct)")
     args = parser.parse_args()
     emu_port, gw_port = free_port(), free_port()
     env = {
@@ -133,17 +136,34 @@ def main() -> int:
                 stop(emulator)
                 emulator = start_emulator(emu_port, delay, args.chunks, args.client_cpus)
             rows += asyncio.run(measure(base, args, f"inter-token {delay} ms"))
+        control = actor_calls(f"http://127.0.0.1:{gw_port}", rows)
     finally:
         stop(gateway)
         stop(emulator)
     out = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = render(rows, args)
+    report = render(rows, args) + control
     (out / "summary.md").write_text(report)
     print(report)
     print(f"results: {out}")
     return 0
+
+
+def actor_calls(gateway: str, rows: list[dict]) -> str:
+    """The replica's own count of control-plane actor calls, against the requests it served (incl. warm-ups)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{gateway}/v1/gateway/providers", timeout=10) as r:
+        view = json.loads(r.read())
+    calls = view.get("actor_calls")
+    if calls is None:
+        return "\nactor calls: not reported by this build\n"
+    served = sum(r["n"] for r in rows if r["target"] == "gateway")
+    return (
+        f"\nactor calls over the run: {calls['request_path']} on a request's path for {served} measured "
+        f"requests (plus warm-ups), {calls['background']} by the background sync\n"
+    )
 
 
 def render(rows: list[dict], args: argparse.Namespace) -> str:

@@ -108,6 +108,8 @@ class PlanRunner:
 
     async def _admit(self, target: Target, tokens: Callable[[], int]) -> GatewayError | None:
         """Spend the provider's rate lease; an actor call only when it has run out."""
+        if not self.control.limited(target.provider):
+            return None
         need = tokens()
         if self.control.take(target.provider, need) or await self.control.refill_and_take(target.provider, need):
             return None

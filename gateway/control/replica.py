@@ -55,6 +55,8 @@ class ReplicaControl:
             for p, lim in (limits or {}).items() if lim.rpm is not None or lim.tpm is not None
         }  # fmt: skip
         self.refiller: Refiller | None = None
+        # actor calls made: by the background sync, and on a request's path (only when a rate lease ran out)
+        self.actor_calls = {"background": 0, "request_path": 0}
 
     @staticmethod
     def _board(b: Breakers) -> BreakerBoard:
@@ -143,6 +145,9 @@ class ReplicaControl:
         return self.board.items()
 
     # --- rate leases ----------------------------------------------------------------------------------------
+    def limited(self, provider: str) -> bool:
+        return self.canonical(provider) in self._leases
+
     def take(self, provider: str, tokens: int) -> bool:
         """Spend from the provider's lease; True also when the provider has no configured limit."""
         lease = self._leases.get(self.canonical(provider))
@@ -154,6 +159,7 @@ class ReplicaControl:
         lease = self._leases[key]
         if self.refiller is None or lease.refused:
             return False
+        self.actor_calls["request_path"] += 1
         grant = await self.refiller(key, *lease.want(tokens))
         if grant is None:  # the provider actor is unreachable: the provider's own 429s still protect it
             return True

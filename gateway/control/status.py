@@ -53,6 +53,8 @@ def provider_status(config: GatewayConfig, control: ReplicaControl) -> dict[str,
         "scope": "cluster" if snap.version else "replica",
         "replica": control.replica_id,
         "snapshot": {"version": snap.version, "stale": control.stale, "policy_version": snap.policy_version},
+        "actor_calls": dict(control.actor_calls),
+        "outcomes_dropped": control.dropped,
         "providers": providers,
         "breakers": sorted(breakers.values(), key=lambda b: (b["provider"], b["model"])),
     }
