@@ -21,6 +21,7 @@ from gateway.routing.policy import Breakers, RoutingPolicy
 
 log = logging.getLogger("gateway.control")
 CALL_TIMEOUT_S = 2.0
+ALIVE_EVERY = 10  # ticks
 
 
 def _named(cls, name: str, namespace: str, *args):  # type: ignore[no-untyped-def]
@@ -39,6 +40,7 @@ class ControlLink:
         self._providers: dict[str, ray.actor.ActorHandle] = {}
         self._task: asyncio.Task[None] | None = None
         self._warned_at = 0.0
+        self._ticks = 0
         control.refiller = self.refill
 
     # --- the actors -----------------------------------------------------------------------------------------
@@ -82,8 +84,10 @@ class ControlLink:
 
     async def _report(self) -> None:
         batches = self._control.drain()
-        for name in self._limits:  # an empty report still says this replica is alive (for probe ownership)
-            batches.setdefault(name, [])
+        self._ticks += 1
+        if self._ticks % ALIVE_EVERY == 1:  # now and then an empty report says this replica is alive (probe owner)
+            for name in self._limits:
+                batches.setdefault(name, [])
 
         async def one(name: str, outcomes: list) -> None:  # type: ignore[type-arg]
             try:

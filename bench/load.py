@@ -18,6 +18,7 @@ class Result:
     seconds: float
     latencies_ms: list[float]
     ttfb_ms: list[float]
+    ttft_ms: list[float]  # to the first content token (the first byte may be a role-only chunk)
 
     def pct(self, values: list[float], q: float) -> float:
         if not values:
@@ -37,6 +38,7 @@ class Result:
             out |= {
                 "ttfb_p50_ms": self.pct(self.ttfb_ms, 0.50),
                 "ttfb_p99_ms": self.pct(self.ttfb_ms, 0.99),
+                "ttft_p50_ms": self.pct(self.ttft_ms, 0.50),
                 "mean_ms": statistics.fmean(self.latencies_ms),
             }
         return out
@@ -48,6 +50,7 @@ async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bo
     headers = {"content-type": "application/json", "authorization": "Bearer bench"}
     lat: list[float] = []
     ttfb: list[float] = []
+    ttft: list[float] = []
     counts = {"ok": 0, "err": 0}
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -57,11 +60,13 @@ async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bo
             try:
                 async with session.post(url, data=payload, headers=headers) as r:
                     if stream:
-                        first = None
+                        first = token = None
                         done = False
                         async for line in r.content:
                             if first is None and line.startswith(b"data: "):
                                 first = time.perf_counter()
+                            if token is None and b'"content":"' in line and b'"content":""' not in line:
+                                token = time.perf_counter()  # the first content (a role-only chunk is not)
                             if line.startswith(b"data: [DONE]"):
                                 done = True
                         ok = r.status == 200 and done
@@ -69,7 +74,7 @@ async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bo
                         await r.read()
                         ok = r.status == 200
             except (TimeoutError, aiohttp.ClientError):
-                ok, first = False, None
+                ok, first, token = False, None, None
             t1 = time.perf_counter()
             if not record:
                 return
@@ -78,6 +83,8 @@ async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bo
                 lat.append((t1 - t0) * 1000)
                 if stream and first is not None:
                     ttfb.append((first - t0) * 1000)
+                if stream and token is not None:
+                    ttft.append((token - t0) * 1000)
             else:
                 counts["err"] += 1
 
@@ -90,4 +97,4 @@ async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bo
         start = time.perf_counter()
         await asyncio.gather(*(worker(start + seconds, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return Result(counts["ok"], counts["err"], elapsed, lat, ttfb)
+    return Result(counts["ok"], counts["err"], elapsed, lat, ttfb, ttft)

@@ -171,21 +171,22 @@ def render(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         "| phase | scenario | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 ms | direct req/s"
         " | gateway req/s |"
-        " gateway TTFB p50 ms | per-chunk overhead ms |",
-        "|" + "---|" * 9,
+        " gateway TTFB p50 ms | gateway first token p50 ms | per-chunk overhead ms |",
+        "|" + "---|" * 10,
     ]
     for (phase, scenario, target), r in by.items():
         if target != "gateway":
             continue
         d = by[(phase, scenario, "direct")]
         ttfb = f"{r['ttfb_p50_ms']:.2f}" if "ttfb_p50_ms" in r else ""
+        ttft = f"{r['ttft_p50_ms']:.2f}" if "ttft_p50_ms" in r else ""
         per_chunk = ""
         if "mean_ms" in r and scenario.endswith("c=1"):
             per_chunk = f"{((r['mean_ms'] - r['ttfb_p50_ms']) - (d['mean_ms'] - d['ttfb_p50_ms'])) / args.chunks:.3f}"
         lines.append(
             f"| {phase} | {scenario} | {d['p50_ms']:.2f} / {d['p99_ms']:.2f} | {r['p50_ms']:.2f} / "
             f"{r['p99_ms']:.2f} | {r['p50_ms'] - d['p50_ms']:.2f} | {d['rps']:.0f} | {r['rps']:.0f} | {ttfb} |"
-            f" {per_chunk} |"
+            f" {ttft} | {per_chunk} |"
         )
     errors = sum(r["errors"] for r in rows)
     lines.append(f"\n{args.seconds:g} s per cell; errors: {errors}; chunks per stream: {args.chunks}")

@@ -97,7 +97,7 @@ class ReplicaControl:
         snapshot is fresh; the local one trips at once on this replica's own consecutive failures."""
         key = (self.canonical(provider), model)
         view = None if self.stale else self.snapshot.model(*key)
-        if view is not None and view.state == "open" and self._clock() < view.retry_at:
+        if view is not None and view.state == "open":  # past its cooldown it waits for the probe owner's probe
             return "its circuit breaker is open (shared across replicas)"
         if view is not None and view.state == "half_open":
             if view.probe_owner != self.replica_id:
