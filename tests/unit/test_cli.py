@@ -17,3 +17,15 @@ def test_down_and_status_when_nothing_runs(tmp_path, monkeypatch, capsys):
     assert "no gateway is running" in capsys.readouterr().out
     assert main(["status"]) == 0
     assert "not running" in capsys.readouterr().out
+
+
+def test_every_top_level_package_is_installed_by_pyproject():
+    """The console script and Ray workers import from the installed project, not the working directory."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [p.parent.name for p in root.glob("*/__init__.py") if p.parent.name not in {"tests", "bench"}]
+    assert packages and all(any(fnmatch.fnmatch(p, pattern) for pattern in include) for p in packages), packages
