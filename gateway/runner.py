@@ -21,6 +21,7 @@ from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayErr
 
 log = logging.getLogger("gateway.runner")
 T = TypeVar("T")
+NO_OVERRIDES = TimeoutOverrides()  # frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class PlanRunner:
         first, total = t.first_token, t.total
         policy = self.control.policy
         chain = policy.task_classes.get(plan.task_class) if policy is not None and plan.task_class else None  # type: ignore[call-overload]
-        for o in (target.entry.timeouts, chain.timeouts if chain else TimeoutOverrides()):
+        for o in (target.entry.timeouts, chain.timeouts if chain else NO_OVERRIDES):
             first, total = o.first_token or first, o.total or total
         left = deadline - time.perf_counter()
         return Limits(min(first, total, left), min(total, left))
