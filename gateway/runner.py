@@ -90,6 +90,8 @@ class PlanRunner:
             raise
         except asyncio.CancelledError:  # a hedge that lost, or a client that left: no health signal either way
             self.control.release(target.provider, target.name)
+            if stream:  # but the first token took at least this long: keeps the p95 honest about its tail
+                self.control.censored(target.provider, target.name, wall, (time.perf_counter() - t0) * 1000)
             raise
         first_ms = (time.perf_counter() - t0) * 1000
         if not stream:
@@ -184,7 +186,8 @@ class PlanRunner:
                     if backup is not None and delay is not None:
                         attempt, hedged = await self._race(target, backup, delay, plan, once, deadline, tokens, discard)
                         attempts += hedged
-                        used.add(backup.name)
+                        if hedged:
+                            used.add(backup.name)
                     else:
                         attempt = await self._attempt(target, limits, once, stream)
                     return attempt, attempts
@@ -208,14 +211,19 @@ class PlanRunner:
         """Hedge: if `primary` has no first token after `delay`, start `backup` too; the first to succeed wins and
         the other is cancelled (its stream closed). Returns the winner and 1 if the backup was started."""
         first = asyncio.create_task(self._attempt(primary, self.limits(primary, plan, deadline), once, True))
-        done, _ = await asyncio.wait({first}, timeout=delay)
-        if done or self._blocked(backup, True, deadline) is not None or await self._admit(backup, tokens) is not None:
-            return await first, 0
-        log.info("hedging: %s has no first token after %.0f ms; starting %s", primary.name, delay * 1000, backup.name)
-        second = asyncio.create_task(self._attempt(backup, self.limits(backup, plan, deadline), once, True))
-        pending: set[asyncio.Task[Attempt[T]]] = {first, second}
+        pending: set[asyncio.Task[Attempt[T]]] = {first}
         errors: dict[asyncio.Task[Attempt[T]], BaseException] = {}
-        try:
+        try:  # whatever happens here (the caller cancelled, too), no attempt outlives it unanswered
+            done, _ = await asyncio.wait(pending, timeout=delay)
+            if not done and self._blocked(backup, True, deadline) is None:
+                if await self._admit(backup, tokens) is None:
+                    log.info("hedging: %s has no first token after %.0f ms; starting %s", primary.name,
+                             delay * 1000, backup.name)  # fmt: skip
+                    backup_limits = self.limits(backup, plan, deadline)
+                    pending.add(asyncio.create_task(self._attempt(backup, backup_limits, once, True)))
+                else:
+                    self.control.release(backup.provider, backup.name)
+            hedged = len(pending) - 1
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 won = [t for t in done if t.exception() is None]
@@ -225,10 +233,10 @@ class PlanRunner:
                     if discard is not None:
                         await discard(a.result)
                 if won:
-                    return won[0].result(), 1
+                    return won[0].result(), hedged
                 errors.update((t, t.exception()) for t in done)  # type: ignore[misc]
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        raise errors.get(first) or errors[second]
+        raise errors.get(first) or next(iter(errors.values()))

@@ -115,6 +115,10 @@ class ProviderHealth:
         now = self._clock()
         self._replicas[replica] = now
         for outcome in sorted(outcomes, key=lambda o: o.started_at):
+            if outcome.censored:
+                if outcome.ttft_ms is not None:
+                    self._stats.setdefault(outcome.model, ModelStats()).ttfts.append(outcome.ttft_ms)
+                continue
             self._breaker(outcome.model).observe(outcome)
             self._stats.setdefault(outcome.model, ModelStats()).observe(outcome)
             if outcome.kind is not None:

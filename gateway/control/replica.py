@@ -134,6 +134,11 @@ class ReplicaControl:
         self._probing.discard(key)
         self.board.get(*key).release()
 
+    def censored(self, provider: str, model: str, started_at: float, ttft_ms: float) -> None:
+        """An attempt cancelled before its first token (a lost hedge, a client gone): only a TTFT lower bound."""
+        key = self.canonical(provider)
+        self._outbox.append(Outcome(key, model, self.replica_id, started_at, None, "", None, ttft_ms, censored=True))
+
     def drain(self) -> dict[str, list[Outcome]]:
         batch, self._outbox = self._outbox, []
         by_provider: dict[str, list[Outcome]] = {}

@@ -23,6 +23,7 @@ class Outcome:
     message: str = ""
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    censored: bool = False  # cancelled before its first token: `ttft_ms` is a lower bound, and no verdict
 
 
 @dataclass(frozen=True, slots=True)

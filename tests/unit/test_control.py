@@ -197,3 +197,10 @@ async def test_leases_refill_through_the_actor_call_only_when_spent():
     assert len(calls) == 4  # the lease shrinks near the limit (1 + 1 + 1), one refusal, then no call till next minute
     clock.now = 60.0
     assert await replica.refill_and_take("openai", 1) and len(calls) == 5
+
+
+def test_a_cancelled_attempt_only_adds_a_first_token_lower_bound():
+    health = ProviderHealth("openai", Breakers(failure_threshold=1))
+    health.report("a", [Outcome("openai", "m", "a", 1.0, None, "", None, 900.0, censored=True)])
+    m = health.view().models["m"]
+    assert m.state == "closed" and m.requests == 0 and m.p95_ttft_ms == 900.0

@@ -205,3 +205,22 @@ async def test_a_broken_stream_continues_on_a_prefill_capable_candidate_when_the
         )
     finally:
         del CATALOG["p"]
+
+
+class FailsFast(Scripted):
+    async def stream(self, request, target):
+        self.opened.append(target.name)
+        if target.name == "a":
+            raise GatewayError(ErrorKind.SERVER, "boom", provider="fake", model="a")
+        yield StartEvent(id="s", provider="fake", model=target.name, upstream_model=target.name)
+        yield TextDelta(text=f"from {target.name}")
+        yield FinishEvent(finish_reason="stop", usage=Usage(input_tokens=3, output_tokens=2))
+
+
+async def test_a_hedge_that_never_started_leaves_its_candidate_for_the_fallback():
+    adapter = FailsFast({})
+    policy = _policy(hedging=Hedging(enabled=True, min_samples=10), retry={"backoff_base_s": 0, "backoff_max_s": 0})
+    pipeline = Pipeline(Registry(adapter), Pricer(), policy)
+    _with_ttft_stats(pipeline.control, "a", ttft_ms=500.0)
+    text, events = await _text(pipeline, _request())
+    assert text == "from b" and adapter.opened == ["a", "a", "b"] and events[-1].attempts == 3
