@@ -146,3 +146,26 @@ def test_a_stream_broken_midway_continues_on_a_prefill_capable_fallback(gw, emul
     assert prefill["role"] == "assistant"
     sent = prefill["content"] if isinstance(prefill["content"], str) else prefill["content"][0]["text"]
     assert sent and text.startswith(sent) and len(text) > len(sent)  # what was sent, then the continuation
+
+
+@pytest.mark.parametrize(
+    ("fault", "upstream_calls"),
+    [
+        ("429", 1),  # Retry-After 1 s is longer than this policy waits (0.5 s): straight to the next model
+        ("429-no-retry-after", 1),  # no Retry-After, but OpenAI's x-ratelimit-reset-* say 1 s: the same
+        ("reset", 2),  # connection reset before any header: retried once, then the next model
+        ("503", 1),  # overloaded with Retry-After 1 s: as for 429
+    ],
+)
+def test_persistent_failures_are_bounded_then_fall_back(gw, emulator, fault, upstream_calls):
+    model = f"gpt-4o-mini-fault-{fault}"
+    marker = f"bounded {fault} 93d"
+
+    def calls() -> int:
+        return sum(1 for r in emulator.recorder.requests if marker in str(r.body) and model in str(r.body))
+
+    raw = gw.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": marker}], extra_body={"fallbacks": ["claude-haiku-4-5"]}
+    )
+    assert raw.parse().model == "claude-haiku-4-5"
+    assert calls() == upstream_calls and raw.headers["x-gateway-attempts"] == str(upstream_calls + 1)

@@ -224,3 +224,22 @@ async def test_a_hedge_that_never_started_leaves_its_candidate_for_the_fallback(
     _with_ttft_stats(pipeline.control, "a", ttft_ms=500.0)
     text, events = await _text(pipeline, _request())
     assert text == "from b" and adapter.opened == ["a", "a", "b"] and events[-1].attempts == 3
+
+
+class RateLimitedOnce(Scripted):
+    async def complete(self, request, target):
+        from gateway.schema import ChatResponse
+
+        self.opened.append(time.perf_counter())
+        if len(self.opened) == 1:
+            raise GatewayError(ErrorKind.RATE_LIMITED, "slow down", provider="fake", model="a", retry_after=0.2)
+        return ChatResponse(id="x", text="ok", finish_reason="stop", usage=Usage(), provider="fake", model="a",
+                            upstream_model="a")  # fmt: skip
+
+
+async def test_retry_after_is_honoured_before_the_same_model_is_tried_again():
+    adapter = RateLimitedOnce({})
+    pipeline = Pipeline(Registry(adapter), Pricer(), _policy())
+    response = await pipeline.complete(ChatRequest(model="a", messages=[{"role": "user", "content": "x"}]))
+    assert response.attempts == 2 and len(adapter.opened) == 2
+    assert adapter.opened[1] - adapter.opened[0] >= 0.2  # waited as asked, did not hammer
