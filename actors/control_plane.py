@@ -55,7 +55,8 @@ class ControlLink:
 
     async def _get_provider(self, name: str) -> ray.actor.ActorHandle:
         if name not in self._providers:
-            breakers = self._policy.breakers if self._policy is not None else Breakers()
+            policy = self._control.policy  # the policy in force (a reload may have changed the breakers)
+            breakers = policy.breakers if policy is not None else Breakers()
             rpm, tpm = self._limits[name]
             handle = _named(ProviderActor, f"provider:{name}", self._cfg.namespace, name, breakers, rpm, tpm)
             await asyncio.wait_for(handle.configure.remote(breakers, rpm, tpm), CALL_TIMEOUT_S * 5)
@@ -75,7 +76,11 @@ class ControlLink:
     async def _run(self) -> None:
         while True:
             started = time.monotonic()
-            await self.sync_once()
+            try:
+                await self.sync_once()
+            except Exception as exc:  # never let the sync die: the replica would silently stop seeing the others
+                log.exception("control plane sync failed")
+                self._trouble("the sync", exc)
             await asyncio.sleep(max(0.0, self._cfg.interval_s - (time.monotonic() - started)))
 
     async def sync_once(self) -> None:
@@ -132,8 +137,12 @@ class ControlLink:
             return
         if snap is None:
             self._control.install(self._control.snapshot)  # unchanged: still fresh
-        else:
-            self._control.install(snap)
+            return
+        before = self._control.policy
+        self._control.install(snap)
+        after = self._control.policy
+        if after is not None and (before is None or before.breakers != after.breakers):
+            self._providers.clear()  # re-configure the provider actors with the reloaded breaker settings
 
     async def reload_policy(self) -> tuple[bool, str]:
         router = await self._get_router()
