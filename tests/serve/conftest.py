@@ -73,6 +73,11 @@ def gateway_url(emulator_url: str, policy_file: Path) -> str:
                     "timeouts": {"first_token": 0.25},
                 },
                 "limited-mini": {"provider": "openai-limited", "upstream": "gpt-4o-mini"},
+                # fresh breakers for the bounded-retry tests (other tests open the fault models' breakers)
+                **{
+                    f"bounded-{f}": {"provider": "openai", "upstream": f"gpt-4o-mini-fault-{f}"}
+                    for f in ("429", "429-no-retry-after", "reset", "503")
+                },
             },
         },
         "tests/serve",

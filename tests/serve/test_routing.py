@@ -158,14 +158,16 @@ def test_a_stream_broken_midway_continues_on_a_prefill_capable_fallback(gw, emul
     ],
 )
 def test_persistent_failures_are_bounded_then_fall_back(gw, emulator, fault, upstream_calls):
-    model = f"gpt-4o-mini-fault-{fault}"
+    upstream = f"gpt-4o-mini-fault-{fault}"
     marker = f"bounded {fault} 93d"
 
     def calls() -> int:
-        return sum(1 for r in emulator.recorder.requests if marker in str(r.body) and model in str(r.body))
+        return sum(1 for r in emulator.recorder.requests if marker in str(r.body) and upstream in str(r.body))
 
     raw = gw.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": marker}], extra_body={"fallbacks": ["claude-haiku-4-5"]}
+        model=f"bounded-{fault}",
+        messages=[{"role": "user", "content": marker}],
+        extra_body={"fallbacks": ["claude-haiku-4-5"]},
     )
     assert raw.parse().model == "claude-haiku-4-5"
     assert calls() == upstream_calls and raw.headers["x-gateway-attempts"] == str(upstream_calls + 1)
