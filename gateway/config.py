@@ -65,6 +65,9 @@ class ProviderConfig(_Strict):
     # The account's rate limits (per region for Bedrock), leased to replicas by the provider actor.
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    # Prompt estimates for this provider: the o200k count times this (default by kind: 1.0 OpenAI, 1.2 Anthropic,
+    # 1.15 Gemini, 1.25 Bedrock).
+    token_margin: float | None = Field(default=None, ge=1.0, le=3.0)
 
     @model_validator(mode="after")
     def _bedrock_has_regions(self) -> ProviderConfig:

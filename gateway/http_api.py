@@ -27,6 +27,7 @@ from gateway.schema import (
     validation_error,
 )
 from gateway.streaming import batches_with_heartbeats
+from gateway.tokens import TokenEstimator
 from gateway.wire import anthropic_in, anthropic_out, native, openai_in, openai_out
 
 log = logging.getLogger("gateway.http")
@@ -119,6 +120,11 @@ class HttpApi:
         self._pipeline = pipeline
         self._admin = admin
         self._heartbeat = config.server.heartbeat_interval_s
+        margins: dict[str, float] = {}
+        for p in config.providers.values():
+            if p.token_margin is not None:
+                margins[p.kind] = max(p.token_margin, margins.get(p.kind, 0.0))
+        self._tokens = TokenEstimator(margins)
 
     def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
         headers = _route_headers(provider, model, attempts, route)
@@ -196,13 +202,19 @@ class HttpApi:
         return _json(anthropic_out.message(response), headers=headers)
 
     async def route(self, http: Request) -> Response:
-        """Dry run: the route plan an OpenAI-format chat request would get, and why; nothing is called."""
+        """Dry run: the route plan an OpenAI-format chat request would get, and why, with each candidate's prompt
+        token estimate; nothing is called."""
         request, _ = openai_in.parse_chat(await _body(http), http.headers)
         plan = self._pipeline.plan(request)
         catalog = self._config.models
+
+        def tokens(model: str) -> int:
+            entry = catalog[model]
+            return self._tokens.prompt_tokens(request, entry, self._config.providers[entry.provider].kind)
+
         candidates = [
             {"model": c.model, "provider": catalog[c.model].provider, "upstream": catalog[c.model].upstream,
-             "reason": c.reason} for c in plan.candidates
+             "reason": c.reason, "prompt_tokens": tokens(c.model)} for c in plan.candidates
         ]  # fmt: skip
         skipped = [{"model": m, "why": why} for m, why in plan.skipped]
         body = {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}

@@ -73,6 +73,7 @@ def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
     assert r.status_code == 200 and plan["task_class"] == task
     assert plan["candidates"] and all(c["reason"].startswith(f"{task} chain #") for c in plan["candidates"])
     assert plan["route"].startswith(f"{task}:") and plan["candidates"][0]["provider"]
+    assert all(c["prompt_tokens"] >= 8 for c in plan["candidates"])  # framing + "x", BPE-counted
 
 
 def _with_fallback(gw, model: str):

@@ -1,0 +1,73 @@
+"""Prompt token estimates before a call, offline: real BPE counts (o200k / cl100k from the bundled `bpe-openai`
+data) for OpenAI models, the same count times a safety margin for providers with other tokenizers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import bpe_openai
+
+from gateway.config import ModelEntry
+from gateway.schema import ChatRequest, ImagePart
+
+# How much larger than the o200k count another provider's count can be (its tokenizer is not public or not
+# bundled); the provider's own count_tokens endpoint is exact when a caller can afford the round trip.
+DEFAULT_MARGINS = MappingProxyType({"openai": 1.0, "anthropic": 1.2, "gemini": 1.15, "bedrock": 1.25})
+# An image of unknown size: OpenAI high detail for ~1024 px (4 tiles: 85 + 4 * 170), low detail 85;
+# Anthropic ~1024 * 1024 / 750 capped at ~1,600; Gemini 258 per image.
+IMAGE_TOKENS = MappingProxyType({"openai": 765, "anthropic": 1600, "gemini": 258, "bedrock": 1600})
+LOW_DETAIL_TOKENS = 85
+PER_MESSAGE = 3  # OpenAI chat format: <|start|>role ... <|end|>
+REPLY_PRIMING = 3  # <|start|>assistant<|message|>
+PER_TOOL = 8
+
+
+class TokenEstimator:
+    """Counts a chat request's prompt tokens for a given model. Encodings load once per estimator."""
+
+    def __init__(self, margins: Mapping[str, float] | None = None) -> None:
+        self._margins = {**DEFAULT_MARGINS, **(margins or {})}
+        self._encodings: dict[str, bpe_openai.Encoding] = {}
+
+    def _encoding(self, kind: str, upstream: str) -> bpe_openai.Encoding:
+        name = "o200k_base"
+        if kind == "openai":
+            try:
+                name = bpe_openai.encoding_name_for_model(upstream)
+            except KeyError:
+                name = "o200k_base"  # current OpenAI models (o-series, gpt-4.1, gpt-5) use o200k
+        if name not in self._encodings:
+            self._encodings[name] = bpe_openai.get_encoding(name)
+        return self._encodings[name]
+
+    def count_text(self, text: str, kind: str = "openai", upstream: str = "gpt-4o") -> int:
+        return len(self._encoding(kind, upstream).encode_ordinary(text)) if text else 0
+
+    def prompt_tokens(self, request: ChatRequest, entry: ModelEntry, kind: str) -> int:
+        """Messages (text, tool calls, images), tool schemas and a JSON schema, in the chat format's framing;
+        for non-OpenAI providers times their margin, rounded up."""
+        enc = self._encoding(kind, entry.upstream)
+        tokens, images = REPLY_PRIMING, 0
+        for message in request.messages:
+            tokens += PER_MESSAGE + 1  # framing and role
+            parts = message.content if isinstance(message.content, list) else ()
+            text = message.text()
+            if text:
+                tokens += len(enc.encode_ordinary(text))
+            for part in parts:
+                if isinstance(part, ImagePart):
+                    images += LOW_DETAIL_TOKENS if part.detail == "low" else IMAGE_TOKENS.get(kind, 1600)
+            for call in message.tool_calls:
+                tokens += PER_MESSAGE + len(enc.encode_ordinary(call.name)) + len(enc.encode_ordinary(call.arguments))
+            if message.name:
+                tokens += 1
+        for tool in request.tools:
+            spec = json.dumps({"name": tool.name, "description": tool.description, "parameters": tool.parameters})
+            tokens += PER_TOOL + len(enc.encode_ordinary(spec))
+        if request.response_format is not None and request.response_format.json_schema is not None:
+            tokens += len(enc.encode_ordinary(json.dumps(request.response_format.json_schema)))
+        margin = self._margins.get(kind, max(self._margins.values()))
+        return math.ceil(tokens * margin - 1e-9) + images
