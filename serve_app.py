@@ -14,7 +14,7 @@ from gateway.config import GatewayConfig
 from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.http_api import HttpApi
 from gateway.pipeline import Pipeline
-from gateway.pricing import Pricer
+from gateway.pricing import Pricer, PriceTable, load_price_table
 from gateway.providers import ProviderRegistry
 from gateway.routing.policy import RoutingPolicy, load_policy, resolve_policy_path
 
@@ -35,7 +35,7 @@ class Gateway:
     """One ingress replica: it holds the client connection and calls providers in-process (DESIGN §1); the
     control plane reaches it only through a background sync (no actor call per request)."""
 
-    async def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None) -> None:
+    async def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable) -> None:
         logging.getLogger("gateway").setLevel(logging.INFO)
         self._config = config
         registry = ProviderRegistry(config)
@@ -49,7 +49,9 @@ class Gateway:
             self._link = ControlLink(config, policy, limits, control)
             await self._link.sync_once()  # the first snapshot and leases before the first request
             self._link.start()
-        self._pipeline = Pipeline(registry, Pricer(), policy, control=control)
+        pricing = config.pricing
+        pricer = Pricer(prices, pricing.default if pricing.unknown_model == "default" else None)
+        self._pipeline = Pipeline(registry, pricer, policy, control=control)
 
     def __serve_build_asgi_app__(self) -> Any:
         return HttpApi(self._config, self._pipeline, self._link).app()
@@ -69,8 +71,9 @@ def build_app(config: GatewayConfig) -> Application:
     if config.routing_policy:
         policy = load_policy(config.routing_policy, config.models)
         config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
+    prices = load_price_table(config.pricing.table) if config.pricing.table else {}
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
-    ).bind(config, policy)
+    ).bind(config, policy, prices)

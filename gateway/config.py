@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -113,6 +114,7 @@ class ModelEntry(_Strict):
     capabilities: Capabilities = Capabilities()
     guardrail: Guardrail | None = None  # Bedrock only
     timeouts: TimeoutOverrides = TimeoutOverrides()
+    price_as: str | None = None  # the upstream id whose price applies (an alias, a deployment name, a fine-tune)
 
 
 class ServerConfig(_Strict):
@@ -122,6 +124,30 @@ class ServerConfig(_Strict):
     max_ongoing_requests: int = Field(default=1000, ge=1)
     max_queued_requests: int = Field(default=2000, ge=-1)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+
+
+class Price(_Strict):
+    """US dollars per million tokens (Decimal: money is never a float here)."""
+
+    input_mtok: Decimal = Field(ge=0)
+    output_mtok: Decimal = Field(default=Decimal(0), ge=0)
+    cache_read_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_mtok: Decimal | None = Field(default=None, ge=0)
+
+
+class PricingConfig(_Strict):
+    """Prices come from genai-prices, then from `table` (models it lacks). A model priced by neither is refused
+    before any call (`unknown_model: refuse`) or charged `default` — never recorded as $0."""
+
+    table: str | None = "policies/prices.yaml"  # relative: to the working directory, else the project
+    unknown_model: Literal["refuse", "default"] = "refuse"
+    default: Price | None = None
+
+    @model_validator(mode="after")
+    def _default_given(self) -> PricingConfig:
+        if self.unknown_model == "default" and self.default is None:
+            raise ValueError("pricing.default: required when unknown_model is `default`")
+        return self
 
 
 class ControlConfig(_Strict):
@@ -145,6 +171,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     control: ControlConfig = ControlConfig()
+    pricing: PricingConfig = PricingConfig()
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelEntry]
     routing_policy: str | None = None  # path of the routing policy YAML (relative: to the working directory)

@@ -246,6 +246,8 @@ class HttpApi:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
         headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
+        if response.cost_usd is not None:
+            headers["x-gateway-cost-usd"] = str(response.cost_usd)
         return _json(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from gateway.control.replica import ReplicaControl
@@ -97,7 +97,28 @@ class Pipeline:
         """The candidates to try, in order (a requested model's missing capability is named as a field error)."""
         if request.model != AUTO:
             check_capabilities(request, self._registry.target(request.model))
-        return plan_route(request, self.control.policy, self._registry.catalog)
+        return self._priced(plan_route(request, self.control.policy, self._registry.catalog))
+
+    def _priced(self, plan: RoutePlan) -> RoutePlan:
+        """Candidates whose calls cannot be charged are skipped: a call is never recorded as $0."""
+        keep, skipped = [], list(plan.skipped)
+        for candidate in plan.candidates:
+            entry = self._registry.catalog[candidate.model]
+            if self._pricer.has_price(self._registry.kind(entry.provider), entry.price_as or entry.upstream):
+                keep.append(candidate)
+            else:
+                skipped.append((candidate.model, "no known price (add it to the price table)"))
+        if not keep:
+            why = "; ".join(f"{m}: {r}" for m, r in skipped)
+            raise GatewayError(ErrorKind.BAD_REQUEST, f"no model with a known price can serve this request ({why})",
+                               param="model", code="model_unpriced")  # fmt: skip
+        return (
+            plan if len(keep) == len(plan.candidates) else replace(plan, candidates=tuple(keep), skipped=tuple(skipped))
+        )
+
+    def _cost(self, target: Target, reported_model: str, usage: Usage) -> Decimal | None:
+        model = target.entry.price_as or reported_model
+        return self._pricer.cost(self._registry.kind(target.provider), model, usage)
 
     def _deadline(self, request: ChatRequest | EmbeddingsRequest) -> float:
         policy = self.control.policy
@@ -120,7 +141,7 @@ class Pipeline:
                                                latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
         response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
-        cost = self._pricer.cost(self._registry.kind(target.provider), response.upstream_model, response.usage)
+        cost = self._cost(target, response.upstream_model, response.usage)
         return response.model_copy(
             update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
         )
@@ -175,7 +196,7 @@ class Pipeline:
         log.info("stream from %s broke after %d deltas (%s); %s continues it", run.target.name, progress.deltas,
                  broken.kind.value, crun.target.name)  # fmt: skip
         usage = broken.usage or Usage(input_tokens=estimate_prompt_tokens(request), output_tokens=progress.deltas)
-        cost = self._pricer.cost(self._registry.kind(run.target.provider), run.target.upstream, usage)
+        cost = self._cost(run.target, run.target.upstream, usage)
         async for event in self._relay(crun, attempts + more, None, started, deadline, _Progress(None), (usage, cost)):
             yield event
 
@@ -236,7 +257,7 @@ class Pipeline:
                         yield UsageEvent(usage=Usage(output_tokens=progress.deltas))
                 elif isinstance(event, FinishEvent):
                     usage = event.usage
-                    cost = self._pricer.cost(self._registry.kind(target.provider), target.upstream, usage)
+                    cost = self._cost(target, target.upstream, usage)
                     if prior is not None:
                         usage = usage + prior[0]
                         cost = cost + prior[1] if cost is not None and prior[1] is not None else None
@@ -264,7 +285,7 @@ class Pipeline:
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()
-        plan = plan_embeddings(request, self.control.policy, self._registry.catalog)
+        plan = self._priced(plan_embeddings(request, self.control.policy, self._registry.catalog))
         if request.model != AUTO:
             target = self._registry.target(request.model, kind="embedding")
             dims = target.entry.dimensions
@@ -282,7 +303,10 @@ class Pipeline:
             tokens=lambda: sum(len(t) for t in request.texts) // 4 + len(request.texts),
         )  # fmt: skip
         latency = (time.perf_counter() - started) * 1000
-        return run.result.model_copy(update={"latency_ms": latency, "attempts": attempts, "route": plan.header})
+        cost = self._cost(run.target, run.result.upstream_model, run.result.usage)
+        return run.result.model_copy(
+            update={"latency_ms": latency, "attempts": attempts, "route": plan.header, "cost_usd": cost}
+        )
 
     async def aclose(self) -> None:
         await self._registry.aclose()

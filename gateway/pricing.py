@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
+import yaml
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price, data_snapshot
+from pydantic import TypeAdapter, ValidationError
 
+from gateway.config import ConfigError, Price
+from gateway.routing.policy import resolve_policy_path
 from gateway.schema import Usage
 
 log = logging.getLogger("gateway.pricing")
@@ -21,16 +28,42 @@ _MILLION = Decimal(1_000_000)
 _FLAT_TTL_S = 3600.0  # prices can change on a date: re-read a model's flat prices hourly
 
 
+PriceTable = dict[str, dict[str, Price]]
+
+
+def load_price_table(path: str | Path) -> PriceTable:
+    """`policies/prices.yaml`: {provider kind: {upstream model id: price}}; strict, errors name file and field."""
+    file = resolve_policy_path(path)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+        return _TABLE.validate_python(data)
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{file}: {problems}") from None
+
+
+_TABLE = TypeAdapter(dict[Literal["openai", "anthropic", "gemini", "bedrock"], dict[str, Price]])
+
+
 class Pricer:
-    """Prices usage by each provider's convention; an unknown model has no price (None), never $0.
+    """Prices usage by each provider's convention: genai-prices first, then the fallback `table`, then `default`
+    if one is configured; otherwise a model has no price (None, never $0), and `has_price` says so up front.
 
     Flat per-token prices (most models) are read once per hour and applied directly, which costs
     a few µs; tiered or unusual prices go through `genai_prices.calc_price` (~0.1 ms). A unit
     test checks the two agree.
     """
 
-    def __init__(self) -> None:
-        self._unknown: set[tuple[str, str]] = set()
+    def __init__(self, table: Mapping[str, Mapping[str, Price]] | None = None, default: Price | None = None) -> None:
+        self._table = {kind: dict(models) for kind, models in (table or {}).items()}
+        self._default = default
+        self._known: dict[tuple[str, str], bool] = {}
+        self._unknown: set[tuple[str, str]] = set()  # not in genai-prices
+        self._warned: set[tuple[str, str]] = set()
         self._flat: dict[
             tuple[str, str], tuple[float, tuple[Decimal, Decimal | None, Decimal | None, Decimal] | None]
         ] = {}
@@ -52,11 +85,18 @@ class Pricer:
         self._flat[key] = (time.monotonic(), prices)
         return prices
 
+    def has_price(self, provider_kind: str, model: str) -> bool:
+        """Whether `model`'s calls can be charged (checked once per model, then cached)."""
+        key = (provider_kind, model)
+        if key not in self._known:
+            self._known[key] = self.cost(provider_kind, model, Usage(input_tokens=1, output_tokens=1)) is not None
+        return self._known[key]
+
     def cost(self, provider_kind: str, model: str, usage: Usage) -> Decimal | None:
         provider = _PROVIDER_IDS.get(provider_kind, provider_kind)
         key = (provider_kind, model)
         if key in self._unknown:
-            return None
+            return self._fallback(provider_kind, model, usage)
         flat = self._flat_prices(provider, model)
         read, write = usage.cached_input_tokens, usage.cache_write_tokens
         if flat is not None and (read == 0 or flat[1] is not None) and (write == 0 or flat[2] is not None):
@@ -77,6 +117,18 @@ class Pricer:
             )
         except LookupError:
             self._unknown.add(key)
-            log.warning("no price known for %s model %r: its calls are reported with cost null", provider_kind, model)
-            return None
+            return self._fallback(provider_kind, model, usage)
         return result.total_price
+
+    def _fallback(self, provider_kind: str, model: str, usage: Usage) -> Decimal | None:
+        price = self._table.get(provider_kind, {}).get(model) or self._default
+        if price is None:
+            if (provider_kind, model) not in self._warned:
+                self._warned.add((provider_kind, model))
+                log.warning("no price known for %s model %r (add it to the price table)", provider_kind, model)
+            return None
+        read, write = usage.cached_input_tokens, usage.cache_write_tokens
+        read_price = price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok
+        write_price = price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok
+        total = (usage.input_tokens - read - write) * price.input_mtok + usage.output_tokens * price.output_mtok
+        return (total + read * read_price + write * write_price) / _MILLION

@@ -46,5 +46,10 @@ def catalog_with_faults() -> dict:
     }
     for fault in FAULTS:
         for base, api in (("gpt-4o-mini", "chat"), ("gpt-4.1-mini", "responses")):
-            models[f"{base}-fault-{fault}"] = {"provider": "openai", "upstream": f"{base}-fault-{fault}", "api": api}
+            models[f"{base}-fault-{fault}"] = {
+                "provider": "openai",
+                "upstream": f"{base}-fault-{fault}",
+                "api": api,
+                "price_as": base,
+            }
     return models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,3 +34,4 @@ class EmbeddingsResponse(BaseModel):
     latency_ms: float = 0.0
     attempts: int = 1
     route: str | None = None
+    cost_usd: Decimal | None = None

@@ -63,19 +63,29 @@ def gateway_url(emulator_url: str, policy_file: Path) -> str:
             "routing_policy": str(policy_file),
             "models": {
                 **catalog_with_faults(),
-                "patient-stall": {"provider": "openai-patient", "upstream": "gpt-4o-mini-fault-stall"},
+                "patient-stall": {
+                    "provider": "openai-patient",
+                    "upstream": "gpt-4o-mini-fault-stall",
+                    "price_as": "gpt-4o-mini",
+                },
                 # switched down and up again by the emulator's outage control
-                "flaky-primary": {"provider": "openai", "upstream": "flaky-upstream"},
+                "flaky-primary": {"provider": "openai", "upstream": "flaky-upstream", "price_as": "gpt-4o-mini"},
+                "unpriced": {"provider": "openai", "upstream": "mystery-model"},  # no price anywhere: refused
                 # gives up on a slow first token long before the provider's read timeout
                 "impatient-slow": {
                     "provider": "openai",
                     "upstream": "gpt-4o-mini-fault-slow-first-token",
                     "timeouts": {"first_token": 0.25},
+                    "price_as": "gpt-4o-mini",
                 },
                 "limited-mini": {"provider": "openai-limited", "upstream": "gpt-4o-mini"},
                 # fresh breakers for the bounded-retry tests (other tests open the fault models' breakers)
                 **{
-                    f"bounded-{f}": {"provider": "openai", "upstream": f"gpt-4o-mini-fault-{f}"}
+                    f"bounded-{f}": {
+                        "provider": "openai",
+                        "upstream": f"gpt-4o-mini-fault-{f}",
+                        "price_as": "gpt-4o-mini",
+                    }
                     for f in ("429", "429-no-retry-after", "reset", "503")
                 },
             },

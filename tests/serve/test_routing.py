@@ -172,3 +172,22 @@ def test_persistent_failures_are_bounded_then_fall_back(gw, emulator, fault, ups
     )
     assert raw.parse().model == "claude-haiku-4-5"
     assert calls() == upstream_calls and raw.headers["x-gateway-attempts"] == str(upstream_calls + 1)
+
+
+def test_a_model_without_a_price_is_refused_before_any_call(gw, emulator):
+    before = sum(1 for r in emulator.recorder.requests if "mystery-model" in str(r.body))
+    with pytest.raises(openai.BadRequestError) as info:
+        gw.chat.completions.create(model="unpriced", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_unpriced" and "price" in info.value.message
+    assert sum(1 for r in emulator.recorder.requests if "mystery-model" in str(r.body)) == before
+    raw = gw.chat.completions.with_raw_response.create(
+        model="unpriced", messages=[{"role": "user", "content": "x"}], extra_body={"fallbacks": ["gpt-4o-mini"]}
+    )
+    assert raw.parse().model == "gpt-4o-mini" and raw.headers["x-gateway-attempts"] == "1"
+    assert float(raw.headers["x-gateway-cost-usd"]) > 0
+
+
+def test_embeddings_are_priced(gw):
+    raw = gw.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["price me"])
+    result = raw.parse()
+    assert result.usage.prompt_tokens > 0 and float(raw.headers["x-gateway-cost-usd"]) > 0

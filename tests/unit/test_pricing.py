@@ -51,3 +51,54 @@ def test_fast_flat_prices_agree_with_genai_prices(kind, model, usage):
     except LookupError:
         pytest.skip(f"genai-prices has no {provider} {model}")
     assert Pricer().cost(kind, model, usage) == expected
+
+
+def test_the_fallback_table_prices_what_genai_prices_lacks():
+    from pathlib import Path
+
+    from gateway.pricing import load_price_table
+
+    table = load_price_table(Path(__file__).parents[2] / "policies" / "prices.yaml")
+    pricer = Pricer(table)
+    usage = Usage(input_tokens=1_000_000, output_tokens=500_000)
+    assert Pricer().cost("bedrock", "mistral.mistral-large-2407-v1:0", usage) is None
+    assert pricer.cost("bedrock", "mistral.mistral-large-2407-v1:0", usage) == Decimal("5.00")  # 2.00 + 0.5 * 6.00
+    assert pricer.cost("bedrock", "cohere.embed-english-v3", Usage(input_tokens=2_000_000)) == Decimal("0.20")
+    assert pricer.has_price("bedrock", "cohere.embed-english-v3") and not pricer.has_price("openai", "mystery")
+
+
+def test_a_configured_default_prices_unknown_models_and_money_stays_decimal():
+    from gateway.config import Price
+
+    pricer = Pricer(default=Price(input_mtok=Decimal("1.5"), output_mtok=Decimal("3")))
+    cost = pricer.cost("openai", "mystery", Usage(input_tokens=3, output_tokens=7))
+    assert isinstance(cost, Decimal) and cost == Decimal("0.0000255") and pricer.has_price("openai", "mystery")
+
+
+def test_a_bad_price_table_names_the_field(tmp_path):
+    from gateway.config import ConfigError
+    from gateway.pricing import load_price_table
+
+    bad = tmp_path / "prices.yaml"
+    bad.write_text("bedrock:\n  some-model: {input_mtok: -1}\n")
+    with pytest.raises(ConfigError, match=r"bedrock\.some-model\.input_mtok"):
+        load_price_table(bad)
+
+
+async def test_unpriced_candidates_are_skipped_and_a_request_for_one_is_refused():
+    from gateway.config import ModelEntry
+    from gateway.pipeline import Pipeline
+    from gateway.schema import ChatRequest, GatewayError
+    from tests.unit.test_pipeline import FakeProvider, FakeRegistry
+
+    class Catalog(FakeRegistry):
+        catalog = {"m": ModelEntry(provider="fake", upstream="gpt-4o-mini"),
+                   "odd": ModelEntry(provider="fake", upstream="mystery-model")}  # fmt: skip
+
+    pipeline = Pipeline(Catalog(FakeProvider([])), Pricer())
+    request = ChatRequest(model="odd", messages=[{"role": "user", "content": "x"}], fallbacks=["m"])
+    plan = pipeline.plan(request)
+    assert [c.model for c in plan.candidates] == ["m"] and plan.skipped[0][0] == "odd"
+    with pytest.raises(GatewayError) as info:
+        pipeline.plan(request.model_copy(update={"fallbacks": ()}))
+    assert info.value.code == "model_unpriced" and "price" in info.value.message
