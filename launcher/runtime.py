@@ -20,11 +20,17 @@ def apply_ray_env() -> None:
 
 
 def start_ray(num_cpus: int | None = None) -> None:
-    """A local single-node Ray owned by this process (dashboard off); stopped by `stop_ray`."""
+    """A local single-node Ray owned by this process (dashboard off); stopped by `stop_ray`. With RAY_ADDRESS
+    set (e.g. `auto` on a cluster's head node), connect to that cluster instead: `stop_ray` then only
+    disconnects, and the Serve app keeps running there."""
     apply_ray_env()
     import ray
 
     if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], namespace="llm_gateway", logging_level="WARNING",
+                 log_to_driver=False)  # fmt: skip
         return
     ray.init(
         num_cpus=num_cpus if num_cpus is not None else os.cpu_count(),
