@@ -1,0 +1,95 @@
+"""The BudgetLedger's state (a plain class the actor shell wraps): balances per account, leases per replica,
+settlement of actual spend. Leases shrink as an account nears its limit, down to one request's need, so
+concurrent replicas cannot overshoot it by more than what their in-flight calls under-estimated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.budgets.policy import Account
+from gateway.budgets.store import Charge, SpendStore
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Reservable amounts granted to one replica on one account (0, 0: refused)."""
+
+    account: str
+    micros: int
+    tokens: int
+
+    @property
+    def refused(self) -> bool:
+        return self.micros == 0 and self.tokens == 0
+
+
+def _share(left: int | None, want: int, need: int, holders: int) -> int | None:
+    """What to grant of one quantity: None (no limit: all of `want`), 0 (not even `need` fits) or a share."""
+    if left is None:
+        return None
+    if left < need:
+        return 0
+    return min(want, left, max(need, left // (2 * holders)))
+
+
+class Ledger:
+    def __init__(self, store: SpendStore) -> None:
+        self._store = store
+        self._spent: dict[str, list[int]] = {a: [m, t] for a, (m, t) in store.totals().items()}
+        self._accounts: dict[str, Account] = {}
+        self._leased: dict[str, dict[str, list[int]]] = {}  # account -> replica -> outstanding [micros, tokens]
+
+    def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
+        """A lease of up to `want` (micros, tokens), never less than `need` (one request) unless refused."""
+        self._accounts[account.id] = account
+        spent = self._spent.setdefault(account.id, [0, 0])
+        leased = self._leased.setdefault(account.id, {})
+        holders = len(leased.keys() | {replica})
+        out_m = sum(v[0] for v in leased.values())
+        out_t = sum(v[1] for v in leased.values())
+        left_m = account.limit_micros - spent[0] - out_m if account.limit_micros is not None else None
+        left_t = account.limit_tokens - spent[1] - out_t if account.limit_tokens is not None else None
+        micros, tokens = _share(left_m, want[0], need[0], holders), _share(left_t, want[1], need[1], holders)
+        if micros == 0 or tokens == 0:
+            return Lease(account.id, 0, 0)
+        micros = want[0] if micros is None else micros
+        tokens = want[1] if tokens is None else tokens
+        held = leased.setdefault(replica, [0, 0])
+        held[0] += micros
+        held[1] += tokens
+        return Lease(account.id, micros, tokens)
+
+    def settle(self, replica: str, charges: list[Charge]) -> int:
+        """Book actual spend (durably first); each charge also uses up the replica's lease on its accounts.
+        Returns how many charges were new."""
+        fresh = self._store.record(charges)
+        for charge in fresh:
+            for account in charge.accounts:
+                spent = self._spent.setdefault(account, [0, 0])
+                spent[0] += charge.micros
+                spent[1] += charge.tokens
+                held = self._leased.get(account, {}).get(replica)
+                if held is not None:
+                    held[0] = max(0, held[0] - charge.micros)
+                    held[1] = max(0, held[1] - charge.tokens)
+        return len(fresh)
+
+    def release(self, replica: str, account: str, micros: int, tokens: int) -> None:
+        """A replica gives back what it will not use (a window ended, it shuts down, it holds too much)."""
+        held = self._leased.get(account, {}).get(replica)
+        if held is not None:
+            held[0] = max(0, held[0] - micros)
+            held[1] = max(0, held[1] - tokens)
+
+    def status(self, account: str) -> dict[str, int | None]:
+        spent = self._spent.get(account, [0, 0])
+        leased = self._leased.get(account, {})
+        reserved = [sum(v[0] for v in leased.values()), sum(v[1] for v in leased.values())]
+        known = self._accounts.get(account)
+        limit = (known.limit_micros, known.limit_tokens) if known is not None else (None, None)
+        remaining = [None if lim is None else lim - s - r for lim, s, r in zip(limit, spent, reserved, strict=True)]
+        return {
+            "limit_micros": limit[0], "limit_tokens": limit[1], "spent_micros": spent[0], "spent_tokens": spent[1],
+            "reserved_micros": reserved[0], "reserved_tokens": reserved[1],
+            "remaining_micros": remaining[0], "remaining_tokens": remaining[1],
+        }  # fmt: skip

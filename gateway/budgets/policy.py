@@ -1,0 +1,99 @@
+"""The budgets policy file (`policies/budgets.yaml`): limits in dollars and/or tokens per scope and window."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.config import ConfigError
+from gateway.routing.policy import resolve_policy_path
+from gateway.schema.chat import GatewayMetadata
+
+Scope = Literal["global", "daemon", "org", "user", "turn"]
+MICROS = Decimal(1_000_000)
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: Scope
+    key: str | None = None  # one daemon / org / user; None: every one of them separately
+    window: Literal["turn", "day", "month"]
+    limit_usd: Decimal | None = Field(default=None, ge=0)
+    limit_tokens: int | None = Field(default=None, ge=0)
+    on_exceed: Literal["refuse", "shrink", "downgrade"] = "refuse"
+    mid_stream: Literal["cut", "allow"] = "cut"
+
+    @model_validator(mode="after")
+    def _sane(self) -> Budget:
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError("a budget needs limit_usd and/or limit_tokens")
+        if (self.scope == "turn") != (self.window == "turn"):
+            raise ValueError("the `turn` window goes with the `turn` scope, and only with it")
+        if self.scope == "global" and self.key is not None:
+            raise ValueError("a global budget has no key")
+        return self
+
+    @property
+    def limit_micros(self) -> int | None:
+        return int(self.limit_usd * MICROS) if self.limit_usd is not None else None
+
+
+class BudgetPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    budgets: dict[str, Budget] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One budget for one key in one window: what the ledger keeps a balance for."""
+
+    budget: str
+    key: str
+    window: str
+    limit_micros: int | None
+    limit_tokens: int | None
+
+    @property
+    def id(self) -> str:
+        return f"{self.budget}|{self.key}|{self.window}"
+
+
+def _window(window: str, now: datetime) -> str:
+    return now.strftime("%Y-%m-%d") if window == "day" else now.strftime("%Y-%m") if window == "month" else "turn"
+
+
+def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | None = None) -> list[Account]:
+    """Every account a call with this metadata spends from (windows in UTC)."""
+    now = now or datetime.now(tz=UTC)
+    values: Mapping[str, str | None] = {
+        "global": "*", "daemon": meta.daemon, "org": meta.org, "user": meta.user, "turn": meta.turn_id,
+    }  # fmt: skip
+    out = []
+    for name, b in policy.budgets.items():
+        value = values[b.scope]
+        if value is None or (b.key is not None and b.key != value):
+            continue
+        out.append(Account(name, value, _window(b.window, now), b.limit_micros, b.limit_tokens))
+    return out
+
+
+def load_budgets(path: str | Path) -> BudgetPolicy:
+    file = resolve_policy_path(path)
+    try:
+        return BudgetPolicy.model_validate(yaml.safe_load(file.read_text()) or {})
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{file}: {problems}") from None

@@ -1,0 +1,71 @@
+"""Settled spend, durably: one row per (charge, account), idempotent by charge id; embedded default is a local
+SQLite file in WAL mode (a DynamoDB store with conditional writes can sit behind the same two methods)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one call cost, against every account it spends from. `id` makes a replayed batch harmless."""
+
+    id: str
+    accounts: tuple[str, ...]
+    micros: int
+    tokens: int
+
+
+class SpendStore(Protocol):
+    def record(self, charges: Iterable[Charge]) -> list[Charge]:
+        """Persist `charges`; return those not seen before (a replay records nothing twice)."""
+        ...
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Settled (micros, tokens) per account id."""
+        ...
+
+
+class SqliteSpendStore:
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a settled batch survives a crash of the process or the host
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS charges (id TEXT NOT NULL, account TEXT NOT NULL, micros INTEGER NOT NULL,"
+            " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (id, account))"
+        )
+
+    def record(self, charges: Iterable[Charge]) -> list[Charge]:
+        fresh: list[Charge] = []
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for charge in charges:
+                inserted = 0
+                for account in charge.accounts:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO charges (id, account, micros, tokens, at) VALUES (?, ?, ?, ?, ?)",
+                        (charge.id, account, charge.micros, charge.tokens, now),
+                    )
+                    inserted += cur.rowcount
+                if inserted:
+                    fresh.append(charge)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return fresh
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        rows = self._db.execute("SELECT account, SUM(micros), SUM(tokens) FROM charges GROUP BY account")
+        return {account: (int(m), int(t)) for account, m, t in rows}
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,99 @@
+"""The budget ledger without Ray: accounts from the policy, leases that never exceed a limit, idempotent and
+durable settlement (SQLite in WAL mode)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from gateway.budgets.ledger import Ledger
+from gateway.budgets.policy import Account, Budget, BudgetPolicy, accounts_for
+from gateway.budgets.store import Charge, SqliteSpendStore
+from gateway.schema.chat import GatewayMetadata
+
+POLICY = BudgetPolicy(budgets={
+    "global-day": Budget(scope="global", window="day", limit_usd=Decimal("100")),
+    "executor-day": Budget(scope="daemon", key="executor", window="day", limit_usd=Decimal("10"), limit_tokens=10**6),
+    "org-month": Budget(scope="org", window="month", limit_tokens=5_000_000),
+    "turn": Budget(scope="turn", window="turn", limit_usd=Decimal("0.50")),
+})  # fmt: skip
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+def test_a_call_spends_from_every_account_in_its_scope():
+    meta = GatewayMetadata(daemon="executor", org="acme", turn_id="t-1")
+    ids = {a.id for a in accounts_for(POLICY, meta, NOW)}
+    assert ids == {"global-day|*|2026-11-28", "executor-day|executor|2026-11-28", "org-month|acme|2026-11",
+                   "turn|t-1|turn"}  # fmt: skip
+    router = {a.id for a in accounts_for(POLICY, GatewayMetadata(daemon="router"), NOW)}
+    assert router == {"global-day|*|2026-11-28"}  # another daemon, no org, no turn
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"scope": "daemon", "window": "day"}, "limit_usd and/or limit_tokens"),
+        ({"scope": "daemon", "window": "turn", "limit_usd": 1}, "turn"),
+        ({"scope": "global", "key": "x", "window": "day", "limit_usd": 1}, "no key"),
+    ],
+)
+def test_budget_rules_are_checked(fields, error):
+    with pytest.raises(ValueError, match=error):
+        Budget(**fields)
+
+
+def _ledger(tmp_path) -> Ledger:
+    return Ledger(SqliteSpendStore(tmp_path / "spend.db"))
+
+
+ACCOUNT = Account("turn", "t-1", "turn", limit_micros=10_000, limit_tokens=None)  # $0.01: ten calls of 1,000
+
+
+def test_concurrent_replicas_never_lease_more_than_the_limit_and_leases_shrink_to_one_request(tmp_path):
+    ledger = _ledger(tmp_path)
+    rng = random.Random(7)
+    admitted, spent = 0, 0
+    local = {r: 0 for r in ("a", "b", "c")}  # what each replica still holds
+    charges = 0
+    for _ in range(100):  # 100 requests arriving at random replicas, each costing exactly its estimate
+        replica = rng.choice(list(local))
+        if local[replica] < 1_000:
+            lease = ledger.grant(replica, ACCOUNT, want=(5_000, 0), need=(1_000, 0))
+            local[replica] += lease.micros
+        if local[replica] >= 1_000:
+            local[replica] -= 1_000
+            admitted += 1
+            charges += 1
+            spent += ledger.settle(replica, [Charge(f"c{charges}", (ACCOUNT.id,), 1_000, 30)]) * 1_000
+    assert admitted <= 10 and spent <= ACCOUNT.limit_micros
+    status = ledger.status(ACCOUNT.id)
+    assert status["spent_micros"] == spent and status["remaining_micros"] == 10_000 - spent - status["reserved_micros"]
+    assert status["remaining_micros"] < 1_000  # not even one more request fits
+
+
+def test_settling_is_idempotent_and_survives_a_restart(tmp_path):
+    ledger = _ledger(tmp_path)
+    ledger.grant("a", ACCOUNT, want=(5_000, 0), need=(1_000, 0))
+    batch = [Charge("call-1", (ACCOUNT.id, "global|*|2026-11-28"), 1_234, 56)]
+    assert ledger.settle("a", batch) == 1
+    assert ledger.settle("a", batch) == 0  # a replayed batch (the reply was lost) books nothing twice
+    assert ledger.status(ACCOUNT.id)["spent_micros"] == 1_234 and ledger.status(ACCOUNT.id)["reserved_micros"] == 3_766
+    reborn = _ledger(tmp_path)  # the actor restarted: settled spend is all there, leases are not
+    assert reborn.status(ACCOUNT.id)["spent_micros"] == 1_234
+    assert reborn.status("global|*|2026-11-28")["spent_tokens"] == 56
+    mode = sqlite3.connect(tmp_path / "spend.db").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_released_capacity_can_be_leased_again(tmp_path):
+    ledger = _ledger(tmp_path)
+    first = ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0))
+    assert first.micros == 5_000  # at most half of what is left for one holder
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 1_250  # 5,000 left, two holders
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).refused  # 3,750 left < 4,000 needed
+    ledger.release("a", ACCOUNT.id, 5_000, 0)
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).micros == 4_000
