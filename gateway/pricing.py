@@ -11,13 +11,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-import yaml
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price, data_snapshot
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from gateway.config import ConfigError, Price
-from gateway.routing.policy import resolve_policy_path
+from gateway.config import Price
+from gateway.routing.policy import load_policy_file
 from gateway.schema import Usage
 
 log = logging.getLogger("gateway.pricing")
@@ -33,17 +32,7 @@ PriceTable = dict[str, dict[str, Price]]
 
 def load_price_table(path: str | Path) -> PriceTable:
     """`policies/prices.yaml`: {provider kind: {upstream model id: price}}; strict, errors name file and field."""
-    file = resolve_policy_path(path)
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-        return _TABLE.validate_python(data)
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{file}: {problems}") from None
+    return load_policy_file(path, _TABLE.validate_python)[0]
 
 
 _TABLE = TypeAdapter(dict[Literal["openai", "anthropic", "gemini", "bedrock"], dict[str, Price]])

@@ -9,11 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.config import ConfigError
-from gateway.routing.policy import resolve_policy_path
+from gateway.routing.policy import load_policy_file
 from gateway.schema.chat import GatewayMetadata
 
 Scope = Literal["global", "daemon", "org", "user", "turn"]
@@ -87,13 +85,4 @@ def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | No
 
 
 def load_budgets(path: str | Path) -> BudgetPolicy:
-    file = resolve_policy_path(path)
-    try:
-        return BudgetPolicy.model_validate(yaml.safe_load(file.read_text()) or {})
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{file}: {problems}") from None
+    return load_policy_file(path, BudgetPolicy.model_validate)[0]

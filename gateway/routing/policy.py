@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -105,6 +106,7 @@ class RoutingPolicy(_Strict):
                     raise ConfigError(f"{source}: {where}.candidates.{i}: `{model}` is not a {wanted} model")
 
 
+T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -116,12 +118,11 @@ def resolve_policy_path(path: str | Path) -> Path:
     return file.absolute()
 
 
-def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:
-    """Load and check a policy file (see `resolve_policy_path`)."""
+def load_policy_file(path: str | Path, validate: Callable[[Any], T]) -> tuple[T, Path]:
+    """Read a YAML file under policies/ and validate it; every problem is a ConfigError naming file and field."""
     file = resolve_policy_path(path)
     try:
-        data = yaml.safe_load(file.read_text())
-        policy = RoutingPolicy.model_validate(data)
+        return validate(yaml.safe_load(file.read_text()) or {}), file
     except FileNotFoundError:
         raise ConfigError(f"{file}: no such file") from None
     except yaml.YAMLError as exc:
@@ -129,5 +130,10 @@ def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingP
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{file}: {problems}") from None
+
+
+def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:
+    """Load and check a routing policy file (see `resolve_policy_path`)."""
+    policy, file = load_policy_file(path, RoutingPolicy.model_validate)
     policy.check_models(catalog, str(file))
     return policy
