@@ -10,6 +10,9 @@ from ray import serve
 from ray.serve import Application
 
 from actors.control_plane import ControlLink
+from gateway.budgets.gate import BudgetGate, to_micros
+from gateway.budgets.policy import BudgetPolicy, load_budgets
+from gateway.budgets.spending import Spending
 from gateway.config import GatewayConfig
 from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.http_api import HttpApi
@@ -17,6 +20,7 @@ from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer, PriceTable, load_price_table
 from gateway.providers import ProviderRegistry
 from gateway.routing.policy import RoutingPolicy, load_policy, resolve_policy_path
+from gateway.tokens import TokenEstimator, token_margins
 
 APP_NAME = "llm_gateway"
 NAMESPACE = "llm_gateway"
@@ -35,7 +39,9 @@ class Gateway:
     """One ingress replica: it holds the client connection and calls providers in-process (DESIGN §1); the
     control plane reaches it only through a background sync (no actor call per request)."""
 
-    async def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable) -> None:
+    async def __init__(
+        self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None
+    ) -> None:
         logging.getLogger("gateway").setLevel(logging.INFO)
         self._config = config
         registry = ProviderRegistry(config)
@@ -44,14 +50,19 @@ class Gateway:
             _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in limits.items()},
             stale_after_s=config.control.stale_after_s,
         )  # fmt: skip
-        self._link: ControlLink | None = None
-        if config.control.enabled:
-            self._link = ControlLink(config, policy, limits, control)
-            await self._link.sync_once()  # the first snapshot and leases before the first request
-            self._link.start()
         pricing = config.pricing
         pricer = Pricer(prices, pricing.default if pricing.unknown_model == "default" else None)
-        self._pipeline = Pipeline(registry, pricer, policy, control=control)
+        spending = None
+        if budgets is not None:
+            b = config.budgets
+            gate = BudgetGate(to_micros(b.lease_usd), b.lease_tokens)
+            spending = Spending(budgets, gate, pricer, TokenEstimator(token_margins(config)), registry.kind)
+        self._link: ControlLink | None = None
+        if config.control.enabled:
+            self._link = ControlLink(config, policy, limits, control, spending.gate if spending else None)
+            await self._link.sync_once()  # the first snapshot and leases before the first request
+            self._link.start()
+        self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
 
     def __serve_build_asgi_app__(self) -> Any:
         return HttpApi(self._config, self._pipeline, self._link).app()
@@ -72,8 +83,9 @@ def build_app(config: GatewayConfig) -> Application:
         policy = load_policy(config.routing_policy, config.models)
         config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
     prices = load_price_table(config.pricing.table) if config.pricing.table else {}
+    budgets = load_budgets(config.budgets.policy) if config.budgets.policy else None
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
-    ).bind(config, policy, prices)
+    ).bind(config, policy, prices, budgets)

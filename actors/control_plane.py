@@ -12,8 +12,12 @@ from collections.abc import Mapping
 import ray
 from ray.exceptions import RayError
 
+from actors.ledger import BudgetLedgerActor
 from actors.provider import ProviderActor
 from actors.router import RouterActor
+from gateway.budgets.gate import BudgetGate
+from gateway.budgets.ledger import Lease
+from gateway.budgets.policy import Account
 from gateway.config import GatewayConfig
 from gateway.control.ratelimit import Grant
 from gateway.control.replica import ReplicaControl
@@ -30,7 +34,8 @@ def _named(cls, name: str, namespace: str, *args):  # type: ignore[no-untyped-de
 
 class ControlLink:
     def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None,
-                 providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl) -> None:  # fmt: skip
+                 providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
+                 gate: BudgetGate | None = None) -> None:  # fmt: skip
         self._cfg = config.control
         self._catalog = dict(config.models)
         self._policy, self._path = policy, config.routing_policy
@@ -42,6 +47,10 @@ class ControlLink:
         self._warned_at = 0.0
         self._ticks = 0
         control.refiller = self.refill
+        self._gate, self._store = gate, config.budgets.store
+        self._ledger: ray.actor.ActorHandle | None = None
+        if gate is not None:
+            gate.granter = self.budget_grant
 
     # --- the actors -----------------------------------------------------------------------------------------
     def _router_args(self) -> tuple:  # type: ignore[type-arg]
@@ -62,6 +71,41 @@ class ControlLink:
             await asyncio.wait_for(handle.configure.remote(breakers, rpm, tpm), CALL_TIMEOUT_S * 5)
             self._providers[name] = handle
         return self._providers[name]
+
+    def _get_ledger(self) -> ray.actor.ActorHandle:
+        if self._ledger is None:
+            self._ledger = _named(BudgetLedgerActor, "budget_ledger", self._cfg.namespace, self._store)
+        return self._ledger
+
+    async def budget_grant(self, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease | None:
+        """On a request's path, only when a budget balance cannot cover the call; None: the ledger is down."""
+        self._control.actor_calls["request_path"] += 1
+        try:
+            ref = self._get_ledger().grant.remote(self._control.replica_id, account, want, need)
+            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._ledger = None
+            self._trouble("a budget lease", exc)
+            return None
+
+    async def _flush_charges(self) -> None:
+        """Settled spend leaves the outbox only once the ledger has acknowledged it."""
+        charges = self._gate.take_outbox() if self._gate is not None else []
+        if not charges:
+            return
+        try:
+            self._control.actor_calls["background"] += 1
+            ref = self._get_ledger().settle.remote(self._control.replica_id, charges)
+            await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._ledger = None
+            self._trouble("settling spend", exc)
+            return
+        self._gate.acknowledged(charges)  # type: ignore[union-attr]
+
+    async def budget_status(self, account: str) -> dict[str, int | None]:
+        await self._flush_charges()
+        return await asyncio.wait_for(self._get_ledger().status.remote(account), CALL_TIMEOUT_S)
 
     def _trouble(self, what: str, exc: BaseException) -> None:
         """Log at most every 10 s; the replica keeps serving on its last snapshot and local breakers."""
@@ -84,7 +128,7 @@ class ControlLink:
             await asyncio.sleep(max(0.0, self._cfg.interval_s - (time.monotonic() - started)))
 
     async def sync_once(self) -> None:
-        await asyncio.gather(self._report(), self._top_up(), return_exceptions=True)
+        await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), return_exceptions=True)
         await self._pull()
 
     async def _report(self) -> None:

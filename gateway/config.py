@@ -150,6 +150,15 @@ class PricingConfig(_Strict):
         return self
 
 
+class BudgetsConfig(_Strict):
+    """Budgets are off unless `policy` names a budgets file. Settled spend goes to `store` (SQLite, WAL)."""
+
+    policy: str | None = None  # e.g. policies/budgets.yaml
+    store: str = "~/.cache/llm-gateway/spend.db"
+    lease_usd: Decimal = Field(default=Decimal("0.50"), gt=0)  # how much a replica leases at a time
+    lease_tokens: int = Field(default=200_000, gt=0)
+
+
 class ControlConfig(_Strict):
     """The actor control plane: named actors in `namespace`; replicas sync with them every `interval_s`."""
 
@@ -172,6 +181,7 @@ class GatewayConfig(_Strict):
     emulator: EmulatorConfig = EmulatorConfig()
     control: ControlConfig = ControlConfig()
     pricing: PricingConfig = PricingConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelEntry]
     routing_policy: str | None = None  # path of the routing policy YAML (relative: to the working directory)

@@ -8,12 +8,14 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from gateway.budgets.policy import MICROS, accounts_for
 from gateway.config import GatewayConfig
 from gateway.control.status import provider_status
 from gateway.pipeline import Pipeline
@@ -23,11 +25,12 @@ from gateway.schema import (
     ErrorEvent,
     ErrorKind,
     GatewayError,
+    GatewayMetadata,
     StreamEvent,
     validation_error,
 )
 from gateway.streaming import batches_with_heartbeats
-from gateway.tokens import TokenEstimator
+from gateway.tokens import TokenEstimator, token_margins
 from gateway.wire import anthropic_in, anthropic_out, native, openai_in, openai_out
 
 log = logging.getLogger("gateway.http")
@@ -111,6 +114,8 @@ class ControlAdmin(Protocol):
 
     async def router_status(self) -> dict[str, object]: ...
 
+    async def budget_status(self, account: str) -> dict[str, int | None]: ...
+
 
 class HttpApi:
     """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
@@ -120,11 +125,7 @@ class HttpApi:
         self._pipeline = pipeline
         self._admin = admin
         self._heartbeat = config.server.heartbeat_interval_s
-        margins: dict[str, float] = {}
-        for p in config.providers.values():
-            if p.token_margin is not None:
-                margins[p.kind] = max(p.token_margin, margins.get(p.kind, 0.0))
-        self._tokens = TokenEstimator(margins)
+        self._tokens = TokenEstimator(token_margins(config))
 
     def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
         headers = _route_headers(provider, model, attempts, route)
@@ -242,6 +243,32 @@ class HttpApi:
         ok, message = await self._admin.reload_policy()
         return _json({"reloaded": ok, "message": message}, status=200 if ok else 409)
 
+    async def budgets(self, http: Request) -> Response:
+        """`GET /v1/gateway/budgets/{scope}/{key}`: limit, spent, reserved and remaining of each budget of that
+        scope that applies to `key` (its current window), from the ledger."""
+        scope, key = http.path_params["scope"], http.path_params["key"]
+        spending = self._pipeline.spending
+        if spending is None or self._admin is None:
+            raise GatewayError(ErrorKind.NOT_FOUND, "budgets are off in this gateway (no `budgets.policy`)")
+        fields = {"global": None, "daemon": "daemon", "org": "org", "user": "user", "turn": "turn_id"}
+        if scope not in fields:
+            raise validation_error("scope", f"one of {', '.join(fields)}")
+        try:
+            meta = GatewayMetadata.model_validate({fields[scope]: key} if fields[scope] else {})
+        except ValidationError as exc:
+            raise openai_in.pydantic_error(exc) from None
+        accounts = [a for a in accounts_for(spending.policy, meta) if spending.policy.budgets[a.budget].scope == scope]
+        if not accounts:
+            raise GatewayError(ErrorKind.NOT_FOUND, f"no budget applies to {scope} `{key}`")
+        out = []
+        for a in accounts:
+            st = await self._admin.budget_status(a.id)
+            usd = {k.replace("_micros", "_usd"): (str(Decimal(v) / MICROS) if v is not None else None)
+                   for k, v in st.items() if k.endswith("_micros")}  # fmt: skip
+            tokens = {k: v for k, v in st.items() if k.endswith("_tokens")}
+            out.append({"budget": a.budget, "scope": scope, "key": a.key, "window": a.window, **usd, **tokens})
+        return _json({"budgets": out})
+
     async def embeddings(self, http: Request) -> Response:
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
         response = await self._pipeline.embed(request)
@@ -282,6 +309,7 @@ class HttpApi:
         api.add_api_route("/v1/gateway/route", self.route, methods=["POST"])
         api.add_api_route("/v1/gateway/providers", self.providers, methods=["GET"])
         api.add_api_route("/v1/gateway/policy", self.policy, methods=["GET"])
+        api.add_api_route("/v1/gateway/budgets/{scope}/{key}", self.budgets, methods=["GET"])
         api.add_api_route("/v1/gateway/policy/reload", self.reload_policy, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])

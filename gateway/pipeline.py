@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from gateway.budgets.spending import Hold, Spending
+from gateway.config import ModelEntry
 from gateway.control.replica import ReplicaControl
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
@@ -53,6 +55,17 @@ class _Progress:
     broken: GatewayError | None = None
 
 
+@dataclass
+class _Spend:
+    """What a call has cost so far, for settling its budget reservation however it ends."""
+
+    entry: ModelEntry | None = None
+    usage: Usage | None = None
+    cost: Decimal | None = None  # set by a finish (both parts of a continued stream included)
+    deltas: int = 0
+    prior: Decimal | None = None  # a broken stream's cost, when another candidate continues it
+
+
 async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
     for event in head:
         yield event
@@ -82,9 +95,11 @@ class Pipeline:
     """Everything one request does inside a replica (no Ray here: the control plane arrives as a ReplicaControl)."""
 
     def __init__(self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *,
-                 control: ReplicaControl | None = None, usage_every: int = 20) -> None:  # fmt: skip
+                 control: ReplicaControl | None = None, spending: Spending | None = None,
+                 usage_every: int = 20) -> None:  # fmt: skip
         self._registry = registry
         self._pricer = pricer
+        self.spending = spending
         self.control = control or ReplicaControl("local", policy)
         self._runner = PlanRunner(registry, self.control)
         self._usage_every = usage_every
@@ -120,6 +135,27 @@ class Pipeline:
         model = target.entry.price_as or reported_model
         return self._pricer.cost(self._registry.kind(target.provider), model, usage)
 
+    async def _hold(self, request: ChatRequest, plan: RoutePlan) -> Hold | None:
+        if self.spending is None:
+            return None
+        return await self.spending.reserve(request, [self._registry.catalog[c.model] for c in plan.candidates])
+
+    def _settle(self, hold: Hold | None, spend: _Spend) -> None:
+        """Book a call's spend: the finish's cost, else its billed usage (the prompt estimate added when only
+        output was counted), else nothing (it failed before anything was billed)."""
+        if hold is None or self.spending is None:
+            return
+        usage = spend.usage
+        if usage is None and spend.deltas:
+            usage = Usage(output_tokens=spend.deltas)
+        if spend.cost is None and usage is not None and usage.output_tokens and not usage.input_tokens:
+            usage = usage + Usage(input_tokens=hold.input_tokens)
+        cost = spend.cost
+        if cost is None and spend.prior is not None:  # a continuation that broke too: both parts were billed
+            billed = usage is not None and spend.entry is not None and usage.total_tokens > 0
+            cost = spend.prior + (self.spending.price(spend.entry, usage) if billed else Decimal(0))  # type: ignore[arg-type]
+        self.spending.settle(hold, spend.entry, usage, cost)
+
     def _deadline(self, request: ChatRequest | EmbeddingsRequest) -> float:
         policy = self.control.policy
         return request_deadline(request, policy.deadline_s if policy is not None else None)
@@ -136,12 +172,22 @@ class Pipeline:
         async def once(target: Target, _: Limits) -> ChatResponse:
             return await provider(target.provider).complete(request, target)
 
-        run, attempts = await self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
-                                               tokens=self._tokens(request),
-                                               latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
+        hold = await self._hold(request, plan)
+        try:
+            run, attempts = await self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
+                                                   tokens=self._tokens(request),
+                                                   latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
+        except GatewayError as exc:
+            entry = self._registry.catalog.get(exc.model or "")
+            self._settle(hold, _Spend(entry=entry, usage=exc.usage))
+            raise
+        except BaseException:
+            self._settle(hold, _Spend())
+            raise
         response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
         cost = self._cost(target, response.upstream_model, response.usage)
+        self._settle(hold, _Spend(entry=target.entry, usage=response.usage, cost=cost))
         return response.model_copy(
             update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
         )
@@ -172,6 +218,17 @@ class Pipeline:
         started = time.perf_counter()
         plan = self.plan(request)
         deadline = self._deadline(request)
+        hold = await self._hold(request, plan)
+        spend = _Spend()
+        try:
+            async for event in self._stream(request, plan, started, deadline, spend):
+                yield event
+        finally:
+            self._settle(hold, spend)
+
+    async def _stream(
+        self, request: ChatRequest, plan: RoutePlan, started: float, deadline: float, spend: _Spend
+    ) -> AsyncIterator[StreamEvent]:
         run, attempts = await self._open_plan(request, plan, deadline)
         policy = self.control.policy
         catalog = self._registry.catalog
@@ -181,7 +238,7 @@ class Pipeline:
             and any(catalog[c.model].capabilities.prefill for c in plan.candidates)
         )
         progress = _Progress([] if resumable else None)
-        async for event in self._relay(run, attempts, plan.header, started, deadline, progress):
+        async for event in self._relay(run, attempts, plan.header, started, deadline, progress, spend):
             yield event
         if progress.broken is None:
             return
@@ -196,8 +253,12 @@ class Pipeline:
         log.info("stream from %s broke after %d deltas (%s); %s continues it", run.target.name, progress.deltas,
                  broken.kind.value, crun.target.name)  # fmt: skip
         usage = broken.usage or Usage(input_tokens=estimate_prompt_tokens(request), output_tokens=progress.deltas)
+        if not usage.input_tokens:
+            usage = usage + Usage(input_tokens=estimate_prompt_tokens(request))
         cost = self._cost(run.target, run.target.upstream, usage)
-        async for event in self._relay(crun, attempts + more, None, started, deadline, _Progress(None), (usage, cost)):
+        spend.prior = cost
+        progress = _Progress(None)
+        async for event in self._relay(crun, attempts + more, None, started, deadline, progress, spend, (usage, cost)):
             yield event
 
     async def _open_plan(self, request: ChatRequest, plan: RoutePlan, deadline: float) -> tuple[Attempt[Opened], int]:
@@ -231,11 +292,12 @@ class Pipeline:
 
     async def _relay(
         self, run: Attempt[Opened], attempts: int, route: str | None, started: float, deadline: float,
-        progress: _Progress, prior: tuple[Usage, Decimal | None] | None = None,
+        progress: _Progress, spend: _Spend, prior: tuple[Usage, Decimal | None] | None = None,
     ) -> AsyncIterator[StreamEvent]:  # fmt: skip
         """One opened stream to the client. `route` None: a continuation (its start event is not sent again);
         `prior`: the usage and cost of the broken stream it continues, added to its finish."""
         (events, head), target = run.result, run.target
+        spend.entry, spend.usage, spend.deltas = target.entry, None, 0  # this stream's own spend from here
         ends = min(run.t0 + run.limits.total, deadline)
         outcome: GatewayError | None = None
         finished = False
@@ -247,6 +309,7 @@ class Pipeline:
                                        usage=Usage(output_tokens=progress.deltas))  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
                     progress.deltas += 1
+                    spend.deltas += 1
                     if progress.text is not None:
                         if isinstance(event, TextDelta):
                             progress.text.append(event.text)
@@ -262,6 +325,7 @@ class Pipeline:
                         usage = usage + prior[0]
                         cost = cost + prior[1] if cost is not None and prior[1] is not None else None
                     finished = True
+                    spend.usage, spend.cost = usage, cost
                     latency = (time.perf_counter() - started) * 1000
                     yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost,
                                                    "usage": usage})  # fmt: skip
@@ -272,6 +336,7 @@ class Pipeline:
                     yield event
         except GatewayError as exc:
             outcome = exc
+            spend.usage = exc.usage
             if progress.text is not None and progress.deltas and exc.kind in _CONTINUABLE:
                 progress.broken = exc  # the caller may continue it elsewhere
             else:

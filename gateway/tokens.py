@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import bpe_openai
 
-from gateway.config import ModelEntry
+from gateway.config import GatewayConfig, ModelEntry
 from gateway.schema import ChatRequest, ImagePart
 
 # How much larger than the o200k count another provider's count can be (its tokenizer is not public or not
@@ -71,3 +71,12 @@ class TokenEstimator:
             tokens += len(enc.encode_ordinary(json.dumps(request.response_format.json_schema)))
         margin = self._margins.get(kind, max(self._margins.values()))
         return math.ceil(tokens * margin - 1e-9) + images
+
+
+def token_margins(config: GatewayConfig) -> dict[str, float]:
+    """The configured margins by provider kind (the largest, when two providers of one kind differ)."""
+    margins: dict[str, float] = {}
+    for p in config.providers.values():
+        if p.token_margin is not None:
+            margins[p.kind] = max(p.token_margin, margins.get(p.kind, 0.0))
+    return margins

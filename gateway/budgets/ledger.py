@@ -17,6 +17,8 @@ class Lease:
     account: str
     micros: int
     tokens: int
+    remaining_micros: int | None = None  # what was left before this grant (for a refusal's message)
+    remaining_tokens: int | None = None
 
     @property
     def refused(self) -> bool:
@@ -51,13 +53,13 @@ class Ledger:
         left_t = account.limit_tokens - spent[1] - out_t if account.limit_tokens is not None else None
         micros, tokens = _share(left_m, want[0], need[0], holders), _share(left_t, want[1], need[1], holders)
         if micros == 0 or tokens == 0:
-            return Lease(account.id, 0, 0)
+            return Lease(account.id, 0, 0, left_m, left_t)
         micros = want[0] if micros is None else micros
         tokens = want[1] if tokens is None else tokens
         held = leased.setdefault(replica, [0, 0])
         held[0] += micros
         held[1] += tokens
-        return Lease(account.id, micros, tokens)
+        return Lease(account.id, micros, tokens, left_m, left_t)
 
     def settle(self, replica: str, charges: list[Charge]) -> int:
         """Book actual spend (durably first); each charge also uses up the replica's lease on its accounts.

@@ -40,7 +40,7 @@ def policy_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(emulator_url: str, policy_file: Path) -> str:
+def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
     config = parse_config(
         {
             "offline": True,
@@ -61,6 +61,10 @@ def gateway_url(emulator_url: str, policy_file: Path) -> str:
                 },
             },
             "routing_policy": str(policy_file),
+            "budgets": {
+                "policy": str(Path(__file__).parent / "budgets.yaml"),
+                "store": str(tmp_path_factory.mktemp("ledger") / "spend.db"),
+            },
             "models": {
                 **catalog_with_faults(),
                 "patient-stall": {

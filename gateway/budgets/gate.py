@@ -1,0 +1,116 @@
+"""A replica's side of the budgets: local balances leased from the ledger, a reservation per call, and the
+charges it settles in batches. A request makes an actor call only when a balance cannot cover it; a charge stays
+in the outbox until the ledger has acknowledged it (settlement is idempotent, so resending is safe)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gateway.budgets.ledger import Lease
+from gateway.budgets.policy import MICROS, Account
+from gateway.budgets.store import Charge
+from gateway.schema import ErrorKind, GatewayError
+
+REFUSAL_TTL_S = 1.0  # a refusal is reused locally this long (spend settles and windows roll meanwhile)
+Granter = Callable[[Account, tuple[int, int], tuple[int, int]], Awaitable[Lease | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    accounts: tuple[Account, ...]
+    micros: int
+    tokens: int
+
+
+def to_micros(usd: Decimal) -> int:
+    return int((usd * MICROS).to_integral_value(rounding="ROUND_CEILING"))
+
+
+class BudgetGate:
+    def __init__(self, chunk_micros: int = 500_000, chunk_tokens: int = 200_000) -> None:
+        self._chunk = (chunk_micros, chunk_tokens)
+        self._balance: dict[str, list[int]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._refusals: dict[str, tuple[float, tuple[int, int], Lease]] = {}
+        self.outbox: list[Charge] = []
+        self.granter: Granter | None = None
+
+    @staticmethod
+    def _need(account: Account, micros: int, tokens: int) -> tuple[int, int]:
+        return (micros if account.limit_micros is not None else 0, tokens if account.limit_tokens is not None else 0)
+
+    def _covers(self, account: Account, micros: int, tokens: int) -> bool:
+        balance, need = self._balance.get(account.id, (0, 0)), self._need(account, micros, tokens)
+        return balance[0] >= need[0] and balance[1] >= need[1]
+
+    async def reserve(self, accounts: list[Account], micros: int, tokens: int) -> Reservation:
+        """Hold `micros` / `tokens` on every account, or raise budget_exceeded naming the budget, what is left
+        and the estimate. Fails closed: with the ledger unreachable, only what is already leased can be spent."""
+        for _ in range(3):  # a concurrent request may spend a balance while this one waits for a grant
+            short = [a for a in accounts if not self._covers(a, micros, tokens)]
+            if not short:
+                for a in accounts:
+                    need, balance = self._need(a, micros, tokens), self._balance[a.id]
+                    balance[0] -= need[0]
+                    balance[1] -= need[1]
+                return Reservation(uuid.uuid4().hex, tuple(accounts), micros, tokens)
+            for a in short:
+                await self._top_up(a, self._need(a, micros, tokens), micros, tokens)
+        raise GatewayError(ErrorKind.BUDGET_EXCEEDED, "budgets are contended; try again", retryable=False)
+
+    async def _top_up(self, account: Account, need: tuple[int, int], micros: int, tokens: int) -> None:
+        """One grant in flight per account: concurrent requests wait for it instead of asking again."""
+        lock = self._locks.setdefault(account.id, asyncio.Lock())
+        async with lock:
+            if self._covers(account, micros, tokens):
+                return
+            refusal = self._refusals.get(account.id)
+            if refusal is not None and time.monotonic() - refusal[0] < REFUSAL_TTL_S and need >= refusal[1]:
+                raise self._exceeded(account, refusal[2], micros, tokens)  # just refused: no second call
+            await self._grant(account, need, micros, tokens)
+
+    async def _grant(self, account: Account, need: tuple[int, int], micros: int, tokens: int) -> None:
+        balance = self._balance.setdefault(account.id, [0, 0])
+        missing = (max(0, need[0] - balance[0]), max(0, need[1] - balance[1]))
+        lease = await self.granter(account, (max(self._chunk[0], missing[0]), max(self._chunk[1], missing[1])),
+                                   missing) if self.granter is not None else None  # fmt: skip
+        if lease is None:
+            raise GatewayError(ErrorKind.BUDGET_EXCEEDED, f"budget `{account.budget}` cannot be checked (the ledger is "
+                               "unreachable) and this replica's lease is spent", retryable=False)  # fmt: skip
+        if lease.refused:
+            self._refusals[account.id] = (time.monotonic(), need, lease)
+            raise self._exceeded(account, lease, micros, tokens)
+        balance[0] += lease.micros
+        balance[1] += lease.tokens
+
+    @staticmethod
+    def _exceeded(account: Account, lease: Lease, micros: int, tokens: int) -> GatewayError:
+        left = f"${Decimal(max(0, lease.remaining_micros)) / MICROS}" if lease.remaining_micros is not None else (
+            f"{max(0, lease.remaining_tokens or 0)} tokens")  # fmt: skip
+        return GatewayError(ErrorKind.BUDGET_EXCEEDED, f"budget `{account.budget}` ({account.key}, window "
+                            f"{account.window}) has {left} left; this call is estimated at "
+                            f"${Decimal(micros) / MICROS} and {tokens} tokens", retryable=False)  # fmt: skip
+
+    def settle(self, reservation: Reservation, micros: int, tokens: int) -> None:
+        """The call's actual spend: the unused part of the reservation returns to the local balances."""
+        for a in reservation.accounts:
+            held = self._need(a, reservation.micros, reservation.tokens)
+            spent = self._need(a, micros, tokens)
+            balance = self._balance.setdefault(a.id, [0, 0])
+            balance[0] += held[0] - spent[0]
+            balance[1] += held[1] - spent[1]
+        if micros or tokens:
+            self.outbox.append(Charge(reservation.id, tuple(a.id for a in reservation.accounts), micros, tokens))
+
+    def take_outbox(self, limit: int = 500) -> list[Charge]:
+        return self.outbox[:limit]
+
+    def acknowledged(self, charges: list[Charge]) -> None:
+        done = {c.id for c in charges}
+        self.outbox = [c for c in self.outbox if c.id not in done]

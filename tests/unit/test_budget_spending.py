@@ -1,0 +1,124 @@
+"""Budgets in the pipeline without Ray: reservations through a replica's gate and the ledger, and what each way
+a call can end books (answered, cut with billed usage, the client gone, failed before billing)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from gateway.budgets.gate import BudgetGate
+from gateway.budgets.ledger import Ledger
+from gateway.budgets.policy import Account, Budget, BudgetPolicy
+from gateway.budgets.spending import Spending
+from gateway.budgets.store import SqliteSpendStore
+from gateway.pipeline import Pipeline
+from gateway.pricing import Pricer
+from gateway.schema import ChatRequest, ErrorKind, FinishEvent, GatewayError, StartEvent, TextDelta, Usage
+from gateway.tokens import TokenEstimator
+from tests.unit.test_pipeline import FakeProvider, FakeRegistry
+
+ACCOUNT = Account("b", "u", "d", 140, None)
+POLICY = BudgetPolicy(budgets={"user-day": Budget(scope="user", key="u", window="day", limit_usd=Decimal("1"))})
+
+
+def _gates(tmp_path, n: int = 2) -> tuple[Ledger, list[BudgetGate], list[int]]:
+    ledger = Ledger(SqliteSpendStore(tmp_path / "s.db"))
+    calls: list[int] = []
+    gates = []
+    for i in range(n):
+        gate = BudgetGate(500_000, 200_000)
+
+        async def granter(account, want, need, replica=f"r{i}"):
+            calls.append(1)
+            await asyncio.sleep(0.001)
+            return ledger.grant(replica, account, want, need)
+
+        gate.granter = granter
+        gates.append(gate)
+    return ledger, gates, calls
+
+
+async def test_concurrent_reservations_on_two_replicas_stop_at_the_limit_with_few_ledger_calls(tmp_path):
+    _, gates, calls = _gates(tmp_path)
+
+    async def one(i: int) -> bool:
+        try:
+            await gates[i % 2].reserve([ACCOUNT], 14, 0)
+            return True
+        except GatewayError as exc:
+            assert exc.kind is ErrorKind.BUDGET_EXCEEDED and "`b`" in exc.message and "estimated at" in exc.message
+            return False
+
+    admitted = sum(await asyncio.gather(*(one(i) for i in range(30))))
+    assert 9 <= admitted <= 10  # 140 fits ten; a few micro-dollars may sit unused in a replica's lease
+    assert len(calls) <= 10  # one grant in flight per account per replica; a refusal is reused, not re-asked
+
+
+async def test_unused_reservation_returns_to_the_local_balance(tmp_path):
+    _, (gate, _), calls = _gates(tmp_path)
+    held = await gate.reserve([ACCOUNT], 50, 0)
+    gate.settle(held, 10, 7)
+    for _ in range(3):  # 70 leased - 10 spent = 60 left locally: three more of 14 without asking again
+        await gate.reserve([ACCOUNT], 14, 0)
+    assert len(calls) == 1 and gate.outbox[0].micros == 10 and gate.outbox[0].tokens == 7
+
+
+def _pipeline(tmp_path, script) -> tuple[Pipeline, BudgetGate]:
+    ledger = Ledger(SqliteSpendStore(tmp_path / "p.db"))
+    gate = BudgetGate(500_000, 200_000)
+
+    async def granter(account, want, need):
+        return ledger.grant("r", account, want, need)
+
+    gate.granter = granter
+    pricer = Pricer()
+    registry = FakeRegistry(FakeProvider(script))
+    spending = Spending(POLICY, gate, pricer, TokenEstimator(), registry.kind)
+    return Pipeline(registry, pricer, spending=spending), gate
+
+
+REQ = ChatRequest(model="m", stream=True, max_tokens=50, messages=[{"role": "user", "content": "x"}],
+                  metadata={"user": "u"})  # fmt: skip
+START = StartEvent(id="s", provider="fake", model="m", upstream_model="gpt-4o-mini")
+
+
+def _charged(gate: BudgetGate) -> tuple[int, int]:
+    return sum(c.micros for c in gate.outbox), sum(c.tokens for c in gate.outbox)
+
+
+async def test_a_finished_stream_books_its_reported_usage(tmp_path):
+    finish = FinishEvent(finish_reason="stop", usage=Usage(input_tokens=1000, output_tokens=1000))
+    pipeline, gate = _pipeline(tmp_path, [START, TextDelta(text="hi"), finish])
+    [e async for e in pipeline.stream(REQ)]
+    assert _charged(gate) == (750, 2000)  # gpt-4o-mini: 1000 x $0.15/M + 1000 x $0.60/M
+
+
+async def test_a_stream_cut_midway_books_the_prompt_and_what_was_streamed(tmp_path):
+    cut = GatewayError(ErrorKind.TRUNCATED_STREAM, "cut", usage=Usage(output_tokens=2))
+    pipeline, gate = _pipeline(tmp_path, [START, TextDelta(text="a"), TextDelta(text="b"), cut])
+    events = [e async for e in pipeline.stream(REQ)]
+    assert events[-1].type == "error"
+    micros, tokens = _charged(gate)
+    assert micros > 0 and tokens > 2  # never $0 for billed output: the prompt estimate plus the two tokens
+
+
+async def test_a_client_that_leaves_mid_stream_is_charged_what_was_streamed(tmp_path):
+    script = [START, TextDelta(text="a"), TextDelta(text="b"), 5.0, TextDelta(text="never")]
+    pipeline, gate = _pipeline(tmp_path, script)
+    events = pipeline.stream(REQ)
+    got = [await anext(events) for _ in range(3)]
+    await events.aclose()  # the client went away
+    assert [e.type for e in got] == ["start", "text_delta", "text_delta"]
+    micros, tokens = _charged(gate)
+    assert micros > 0 and tokens >= 2
+
+
+async def test_a_call_that_failed_before_billing_books_nothing_and_frees_its_reservation(tmp_path):
+    pipeline, gate = _pipeline(tmp_path, [GatewayError(ErrorKind.BAD_REQUEST, "no", fallbackable=False)])
+    try:
+        [e async for e in pipeline.stream(REQ)]
+    except GatewayError:
+        pass
+    assert gate.outbox == []
+    assert gate._balance  # the lease is still held locally, whole again
+    assert all(b[0] > 0 for b in gate._balance.values())
