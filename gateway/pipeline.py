@@ -208,27 +208,32 @@ class Pipeline:
             await events.aclose()  # type: ignore[attr-defined]
             raise
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         """Typed events: start, deltas, running usage, then finish — or an error event once started.
 
         Until the first token the plan is retried, hedged and fallen back along; an error then is raised (the
         ingress turns it into an HTTP error). After that a break ends with an ErrorEvent that never looks like a
-        finish — unless the policy lets a prefill-capable candidate continue from the text already sent.
+        finish — unless the policy lets a prefill-capable candidate continue from the text already sent. With
+        budgets on, the call's reservation is settled however the stream ends (no extra layer without them).
         """
-        started = time.perf_counter()
+        return self._budgeted(request) if self.spending is not None else self._stream(request, _Spend())
+
+    async def _budgeted(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         plan = self.plan(request)
-        deadline = self._deadline(request)
         hold = await self._hold(request, plan)
         spend = _Spend()
         try:
-            async for event in self._stream(request, plan, started, deadline, spend):
+            async for event in self._stream(request, spend, plan):
                 yield event
         finally:
             self._settle(hold, spend)
 
     async def _stream(
-        self, request: ChatRequest, plan: RoutePlan, started: float, deadline: float, spend: _Spend
+        self, request: ChatRequest, spend: _Spend, plan: RoutePlan | None = None
     ) -> AsyncIterator[StreamEvent]:
+        started = time.perf_counter()
+        plan = plan or self.plan(request)
+        deadline = self._deadline(request)
         run, attempts = await self._open_plan(request, plan, deadline)
         policy = self.control.policy
         catalog = self._registry.catalog
