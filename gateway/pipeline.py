@@ -172,22 +172,26 @@ class Pipeline:
         async def once(target: Target, _: Limits) -> ChatResponse:
             return await provider(target.provider).complete(request, target)
 
-        hold = await self._hold(request, plan)
-        try:
-            run, attempts = await self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
-                                                   tokens=self._tokens(request),
-                                                   latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
-        except GatewayError as exc:
-            entry = self._registry.catalog.get(exc.model or "")
-            self._settle(hold, _Spend(entry=entry, usage=exc.usage))
-            raise
-        except BaseException:
-            self._settle(hold, _Spend())
-            raise
+        hold = await self._hold(request, plan) if self.spending is not None else None
+        run_plan = self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
+                                    tokens=self._tokens(request),
+                                    latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
+        if hold is None:
+            run, attempts = await run_plan
+        else:
+            try:
+                run, attempts = await run_plan
+            except GatewayError as exc:
+                self._settle(hold, _Spend(entry=self._registry.catalog.get(exc.model or ""), usage=exc.usage))
+                raise
+            except BaseException:
+                self._settle(hold, _Spend())
+                raise
         response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
         cost = self._cost(target, response.upstream_model, response.usage)
-        self._settle(hold, _Spend(entry=target.entry, usage=response.usage, cost=cost))
+        if hold is not None:
+            self._settle(hold, _Spend(entry=target.entry, usage=response.usage, cost=cost))
         return response.model_copy(
             update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
         )
