@@ -53,3 +53,27 @@ def test_parallel_calls_against_a_budget_that_fits_ten(gateway_url, emulator):
 def test_budget_status_names_bad_scopes_and_unknown_keys(gateway_url):
     assert httpx.get(f"{gateway_url}/v1/gateway/budgets/planet/x").json()["error"]["param"] == "scope"
     assert httpx.get(f"{gateway_url}/v1/gateway/budgets/user/nobody").status_code == 404
+
+
+def _spent_micros(gateway_url: str, user: str) -> Decimal:
+    status = httpx.get(f"{gateway_url}/v1/gateway/budgets/user/{user}", timeout=10).json()["budgets"][0]
+    return Decimal(status["spent_usd"]) * 1_000_000
+
+
+def test_the_ledger_dies_under_load_and_no_settled_spend_is_lost(gateway_url):
+    import ray
+
+    user = "ledger-user"
+    answers = []
+    for i in range(24):
+        if i == 8:  # mid-way: the ledger is killed; Ray restarts it, and it reloads settled spend from SQLite
+            ray.kill(ray.get_actor("budget_ledger", namespace="llm_gateway"), no_restart=False)
+        body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": f"ledger {i}"}]}
+        answers.append(httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": user},
+                                  timeout=30))  # fmt: skip
+    assert all(a.status_code == 200 for a in answers)  # serving continued on the replicas' leases
+    booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in answers)
+    stop = time.monotonic() + 15
+    while _spent_micros(gateway_url, user) != booked and time.monotonic() < stop:
+        time.sleep(0.2)  # charges queued while the ledger was down are re-sent until acknowledged
+    assert _spent_micros(gateway_url, user) == booked
