@@ -122,3 +122,21 @@ async def test_a_call_that_failed_before_billing_books_nothing_and_frees_its_res
     assert gate.outbox == []
     assert gate._balance  # the lease is still held locally, whole again
     assert all(b[0] > 0 for b in gate._balance.values())
+
+
+async def test_with_the_ledger_down_a_replica_spends_its_lease_then_fails_closed(tmp_path):
+    _, (gate, _), _ = _gates(tmp_path)
+    await gate.reserve([ACCOUNT], 14, 0)  # leases 70 while the ledger is up
+
+    async def down(account, want, need):
+        return None  # the ledger cannot be reached
+
+    gate.granter = down
+    for _ in range(4):  # what is already leased can still be spent: 70 - 14 = 56 = four more calls
+        await gate.reserve([ACCOUNT], 14, 0)
+    try:
+        await gate.reserve([ACCOUNT], 14, 0)
+    except GatewayError as exc:
+        assert exc.kind is ErrorKind.BUDGET_EXCEEDED and "unreachable" in exc.message
+    else:
+        raise AssertionError("a replica without a ledger must not spend beyond its lease")
