@@ -50,13 +50,14 @@ class Gateway:
             _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in limits.items()},
             stale_after_s=config.control.stale_after_s,
         )  # fmt: skip
+        self._tokens = TokenEstimator(token_margins(config))  # one per replica: the BPE tables load once
         pricing = config.pricing
         pricer = Pricer(prices, pricing.default if pricing.unknown_model == "default" else None)
         spending = None
         if budgets is not None:
             b = config.budgets
             gate = BudgetGate(to_micros(b.lease_usd), b.lease_tokens)
-            spending = Spending(budgets, gate, pricer, TokenEstimator(token_margins(config)), registry.kind)
+            spending = Spending(budgets, gate, pricer, self._tokens, registry.kind)
         self._link: ControlLink | None = None
         if config.control.enabled:
             self._link = ControlLink(config, policy, limits, control, spending.gate if spending else None)
@@ -65,7 +66,7 @@ class Gateway:
         self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return HttpApi(self._config, self._pipeline, self._link).app()
+        return HttpApi(self._config, self._pipeline, self._link, self._tokens).app()
 
     async def __del__(self) -> None:
         """Serve calls this on replica shutdown: stop the sync, close the provider connection pools."""

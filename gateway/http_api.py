@@ -120,12 +120,13 @@ class ControlAdmin(Protocol):
 class HttpApi:
     """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
 
-    def __init__(self, config: GatewayConfig, pipeline: Pipeline, admin: ControlAdmin | None = None) -> None:
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline, admin: ControlAdmin | None = None,
+                 tokens: TokenEstimator | None = None) -> None:  # fmt: skip
         self._config = config
         self._pipeline = pipeline
         self._admin = admin
         self._heartbeat = config.server.heartbeat_interval_s
-        self._tokens = TokenEstimator(token_margins(config))
+        self._tokens = tokens or TokenEstimator(token_margins(config))
 
     def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
         headers = _route_headers(provider, model, attempts, route)

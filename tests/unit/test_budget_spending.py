@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import pytest
+
 from gateway.budgets.gate import BudgetGate
 from gateway.budgets.ledger import Ledger
 from gateway.budgets.policy import Account, Budget, BudgetPolicy
@@ -115,10 +117,8 @@ async def test_a_client_that_leaves_mid_stream_is_charged_what_was_streamed(tmp_
 
 async def test_a_call_that_failed_before_billing_books_nothing_and_frees_its_reservation(tmp_path):
     pipeline, gate = _pipeline(tmp_path, [GatewayError(ErrorKind.BAD_REQUEST, "no", fallbackable=False)])
-    try:
+    with pytest.raises(GatewayError):
         [e async for e in pipeline.stream(REQ)]
-    except GatewayError:
-        pass
     assert gate.outbox == []
     assert gate._balance  # the lease is still held locally, whole again
     assert all(b[0] > 0 for b in gate._balance.values())
