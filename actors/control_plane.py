@@ -47,7 +47,7 @@ class ControlLink:
         self._warned_at = 0.0
         self._ticks = 0
         control.refiller = self.refill
-        self._gate, self._store = gate, config.budgets.store
+        self._gate, self._budgets = gate, config.budgets
         self._ledger: ray.actor.ActorHandle | None = None
         if gate is not None:
             gate.granter = self.budget_grant
@@ -74,7 +74,7 @@ class ControlLink:
 
     def _get_ledger(self) -> ray.actor.ActorHandle:
         if self._ledger is None:
-            self._ledger = _named(BudgetLedgerActor, "budget_ledger", self._cfg.namespace, self._store)
+            self._ledger = _named(BudgetLedgerActor, "budget_ledger", self._cfg.namespace, self._budgets)
         return self._ledger
 
     async def budget_grant(self, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease | None:

@@ -1,14 +1,15 @@
-"""BudgetLedgerActor: a thin Ray shell over `gateway.budgets.ledger.Ledger` with its SQLite store."""
+"""BudgetLedgerActor: a thin Ray shell over `gateway.budgets.ledger.Ledger` with its store (SQLite or DynamoDB)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 
 import ray
 
 from gateway.budgets.ledger import Lease, Ledger
 from gateway.budgets.policy import Account
-from gateway.budgets.store import Charge, SqliteSpendStore
+from gateway.budgets.store import Charge, open_store
+from gateway.config import BudgetsConfig
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -16,14 +17,18 @@ class BudgetLedgerActor:
     """Restart-safe: settled spend is read back from the store; outstanding leases start from zero (a replica
     keeps what it holds, and its unsettled charges stay in its outbox until acknowledged)."""
 
-    def __init__(self, store_path: str) -> None:
-        self._ledger = Ledger(SqliteSpendStore(Path(store_path).expanduser()))
+    def __init__(self, budgets: BudgetsConfig) -> None:
+        self._ledger = Ledger(open_store(budgets))
+        self._writing = asyncio.Lock()  # one store write at a time (a SQLite connection is not shared by threads)
 
     async def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
         return self._ledger.grant(replica, account, want, need)
 
     async def settle(self, replica: str, charges: list[Charge]) -> int:
-        return self._ledger.settle(replica, charges)
+        """The store write runs in a thread, so grants are not queued behind a batch of DynamoDB round trips."""
+        async with self._writing:
+            fresh = await asyncio.to_thread(self._ledger.record, charges)
+        return self._ledger.apply(replica, fresh)
 
     async def status(self, account: str) -> dict[str, int | None]:
         return self._ledger.status(account)

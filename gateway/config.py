@@ -69,6 +69,9 @@ class ProviderConfig(_Strict):
     # Prompt estimates for this provider: the o200k count times this (default by kind: 1.0 OpenAI, 1.2 Anthropic,
     # 1.15 Gemini, 1.25 Bedrock).
     token_margin: float | None = Field(default=None, ge=1.0, le=3.0)
+    # Extra HTTP headers on every upstream call (an OpenAI-Project, a proxy's routing header; not for Bedrock,
+    # whose requests are signed).
+    headers: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _bedrock_has_regions(self) -> ProviderConfig:
@@ -76,6 +79,8 @@ class ProviderConfig(_Strict):
             raise ValueError("a bedrock provider needs `regions` (at least one)")
         if self.kind != "bedrock" and (self.regions or self.sts_endpoint_url):
             raise ValueError("`regions` and `sts_endpoint_url` are for bedrock providers only")
+        if self.kind == "bedrock" and self.headers:
+            raise ValueError("`headers` are not supported for bedrock providers (their requests are signed)")
         return self
 
     @property
@@ -150,13 +155,26 @@ class PricingConfig(_Strict):
         return self
 
 
+class DynamoConfig(_Strict):
+    """The DynamoDB spend store: its table (partition key `pk`, a string), region and, for a local server, endpoint.
+    Credentials come from boto3's default chain; `create_table` (development, tests) creates a missing table."""
+
+    table: str = "llm-gateway-spend"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    create_table: bool = False
+
+
 class BudgetsConfig(_Strict):
-    """Budgets are off unless `policy` names a budgets file. Settled spend goes to `store` (SQLite, WAL)."""
+    """Budgets are off unless `policy` names a budgets file. Settled spend goes to `store` (SQLite, WAL), or with
+    `backend: dynamodb` to the `dynamodb` table (exact and idempotent even with several writers)."""
 
     policy: str | None = None  # e.g. policies/budgets.yaml
     store: str = "~/.cache/llm-gateway/spend.db"
     lease_usd: Decimal = Field(default=Decimal("0.50"), gt=0)  # how much a replica leases at a time
     lease_tokens: int = Field(default=200_000, gt=0)
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
+    dynamodb: DynamoConfig = DynamoConfig()
 
 
 class ControlConfig(_Strict):

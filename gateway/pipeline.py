@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from gateway.budgets.admission import Admission, Admitted
+from gateway.budgets.meter import StreamMeter
 from gateway.budgets.spending import Hold, Spending
 from gateway.config import ModelEntry
 from gateway.control.replica import ReplicaControl
@@ -64,6 +66,20 @@ class _Spend:
     cost: Decimal | None = None  # set by a finish (both parts of a continued stream included)
     deltas: int = 0
     prior: Decimal | None = None  # a broken stream's cost, when another candidate continues it
+    reported: Usage | None = None  # usage the provider reported mid-stream (Anthropic's input at message start)
+    hold: Hold | None = None  # with budgets: the reservation a stream is metered against
+    decision: str | None = None  # the budget decision, for the start event
+    cut: bool = False  # the stream was ended by its budget
+
+    def billed(self) -> Usage | None:
+        """What the provider bills when the stream ended without a final usage: what it reported so far, with
+        at least the output that was streamed."""
+        if self.usage is not None:
+            return self.usage
+        if not self.deltas and self.reported is None:
+            return None
+        reported = self.reported or Usage()
+        return reported.model_copy(update={"output_tokens": max(reported.output_tokens, self.deltas)})
 
 
 async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
@@ -100,6 +116,7 @@ class Pipeline:
         self._registry = registry
         self._pricer = pricer
         self.spending = spending
+        self._admission = Admission(spending, self._servable) if spending is not None else None
         self.control = control or ReplicaControl("local", policy)
         self._runner = PlanRunner(registry, self.control)
         self._usage_every = usage_every
@@ -135,19 +152,37 @@ class Pipeline:
         model = target.entry.price_as or reported_model
         return self._pricer.cost(self._registry.kind(target.provider), model, usage)
 
-    async def _hold(self, request: ChatRequest, plan: RoutePlan) -> Hold | None:
-        if self.spending is None:
-            return None
-        return await self.spending.reserve(request, [self._registry.catalog[c.model] for c in plan.candidates])
+    def _servable(self, request: ChatRequest, names: tuple[str, ...]) -> dict[str, ModelEntry]:
+        """Catalog models (by name, in order) that can serve `request` and have a price: a downgrade's targets."""
+        out = {}
+        for name in names:
+            entry = self._registry.catalog.get(name)
+            if entry is None or entry.kind != "chat":
+                continue
+            try:
+                check_capabilities(request, self._registry.target(name))
+            except GatewayError:
+                continue
+            if self._pricer.has_price(self._registry.kind(entry.provider), entry.price_as or entry.upstream):
+                out[name] = entry
+        return out
+
+    async def _admit(self, request: ChatRequest, plan: RoutePlan) -> tuple[Admitted, RoutePlan]:
+        """Budgets' admission (reserve, or shrink / downgrade / refuse); the plan narrowed to what it kept."""
+        assert self._admission is not None
+        entries = {c.model: self._registry.catalog[c.model] for c in plan.candidates}
+        admitted = await self._admission.admit(request, entries)
+        if list(admitted.entries) != list(entries):
+            why = f"downgraded by budget {admitted.decision.budget if admitted.decision else ''}"
+            plan = RoutePlan(plan.task_class, tuple(Candidate(m, why) for m in admitted.entries), plan.skipped)
+        return admitted, plan
 
     def _settle(self, hold: Hold | None, spend: _Spend) -> None:
         """Book a call's spend: the finish's cost, else its billed usage (the prompt estimate added when only
         output was counted), else nothing (it failed before anything was billed)."""
         if hold is None or self.spending is None:
             return
-        usage = spend.usage
-        if usage is None and spend.deltas:
-            usage = Usage(output_tokens=spend.deltas)
+        usage = spend.billed()
         if spend.cost is None and usage is not None and usage.output_tokens and not usage.input_tokens:
             usage = usage + Usage(input_tokens=hold.input_tokens)
         cost = spend.cost
@@ -167,12 +202,16 @@ class Pipeline:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
         plan = self.plan(request)
+        hold, decision = None, None
+        if self._admission is not None:
+            admitted, plan = await self._admit(request, plan)
+            request, hold = admitted.request, admitted.hold
+            decision = admitted.decision.header if admitted.decision is not None else None
         provider = self._registry.provider
 
         async def once(target: Target, _: Limits) -> ChatResponse:
             return await provider(target.provider).complete(request, target)
 
-        hold = await self._hold(request, plan) if self.spending is not None else None
         run_plan = self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
                                     tokens=self._tokens(request),
                                     latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
@@ -193,7 +232,13 @@ class Pipeline:
         if hold is not None:
             self._settle(hold, _Spend(entry=target.entry, usage=response.usage, cost=cost))
         return response.model_copy(
-            update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost, "route": plan.header}
+            update={
+                "attempts": attempts,
+                "latency_ms": latency,
+                "cost_usd": cost,
+                "route": plan.header,
+                "budget": decision,
+            }
         )
 
     async def _open(self, request: ChatRequest, target: Target) -> tuple[AsyncIterator[StreamEvent], list[StreamEvent]]:
@@ -223,14 +268,14 @@ class Pipeline:
         return self._budgeted(request) if self.spending is not None else self._stream(request, _Spend())
 
     async def _budgeted(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        plan = self.plan(request)
-        hold = await self._hold(request, plan)
-        spend = _Spend()
+        admitted, plan = await self._admit(request, self.plan(request))
+        decision = admitted.decision.header if admitted.decision is not None else None
+        spend = _Spend(hold=admitted.hold, decision=decision)
         try:
-            async for event in self._stream(request, spend, plan):
+            async for event in self._stream(admitted.request, spend, plan):
                 yield event
         finally:
-            self._settle(hold, spend)
+            self._settle(admitted.hold, spend)
 
     async def _stream(
         self, request: ChatRequest, spend: _Spend, plan: RoutePlan | None = None
@@ -306,7 +351,9 @@ class Pipeline:
         """One opened stream to the client. `route` None: a continuation (its start event is not sent again);
         `prior`: the usage and cost of the broken stream it continues, added to its finish."""
         (events, head), target = run.result, run.target
-        spend.entry, spend.usage, spend.deltas = target.entry, None, 0  # this stream's own spend from here
+        spend.entry, spend.usage, spend.deltas, spend.reported = target.entry, None, 0, None  # this stream's own
+        meter = None if spend.hold is None or self.spending is None else StreamMeter(
+            self.spending, spend.hold, target.entry, target.name, prior[1] if prior else None)  # fmt: skip
         ends = min(run.t0 + run.limits.total, deadline)
         outcome: GatewayError | None = None
         finished = False
@@ -324,6 +371,11 @@ class Pipeline:
                             progress.text.append(event.text)
                         else:
                             progress.tools = True
+                    if meter is not None and meter.limit is not None and spend.deltas > meter.limit:
+                        if await meter.exhausted(spend.deltas):  # not relayed, but billed: counted
+                            yield self._cut(spend, target, meter.input_tokens, started, attempts, prior)
+                            finished = True
+                            break
                     yield event
                     if progress.deltas % self._usage_every == 0:
                         yield UsageEvent(usage=Usage(output_tokens=progress.deltas))
@@ -338,9 +390,13 @@ class Pipeline:
                     latency = (time.perf_counter() - started) * 1000
                     yield event.model_copy(update={"latency_ms": latency, "attempts": attempts, "cost_usd": cost,
                                                    "usage": usage})  # fmt: skip
+                elif isinstance(event, UsageEvent):  # the provider's own count so far (kept, not relayed)
+                    spend.reported = event.usage
+                    if meter is not None:
+                        meter.reported_input(event.usage.input_tokens)
                 elif isinstance(event, StartEvent):
                     if route is not None:
-                        yield event.model_copy(update={"attempt": attempts, "route": route})
+                        yield event.model_copy(update={"attempt": attempts, "route": route, "budget": spend.decision})
                 else:
                     yield event
         except GatewayError as exc:
@@ -356,6 +412,23 @@ class Pipeline:
             await events.aclose()  # type: ignore[attr-defined]
             latency = (time.perf_counter() - run.t0) * 1000 if finished else None  # a client that left says nothing
             self.control.record(target.provider, target.name, run.started_at, outcome, latency, run.first_ms)
+
+    def _cut(self, spend: _Spend, target: Target, input_tokens: int, started: float, attempts: int,
+             prior: tuple[Usage, Decimal | None] | None) -> FinishEvent:  # fmt: skip
+        """The finish of a stream its budgets ended: budget_exceeded, with what was billed up to here."""
+        spend.cut = True
+        usage = spend.billed() or Usage()
+        if not usage.input_tokens:
+            usage = usage.model_copy(update={"input_tokens": input_tokens})
+        cost = self._cost(target, target.upstream, usage)
+        if prior is not None:
+            usage = usage + prior[0]
+            cost = cost + prior[1] if cost is not None and prior[1] is not None else None
+        spend.usage, spend.cost = usage, cost
+        log.info("stream on %s cut by its budget after %d output tokens (cost %s)", target.name, spend.deltas, cost)
+        latency = (time.perf_counter() - started) * 1000
+        return FinishEvent(finish_reason="budget_exceeded", usage=usage, cost_usd=cost, latency_ms=latency,
+                           attempts=attempts)  # fmt: skip
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()

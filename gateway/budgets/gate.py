@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from gateway.budgets.ledger import Lease
 from gateway.budgets.policy import MICROS, Account
@@ -26,6 +27,18 @@ class Reservation:
     accounts: tuple[Account, ...]
     micros: int
     tokens: int
+
+
+class BudgetRefused(GatewayError):
+    """budget_exceeded for one account, with what this replica could still spend on it (its local balance plus
+    what the ledger has left unleased; None: that quantity has no limit) — the target a shrink or downgrade fits."""
+
+    def __init__(self, message: str, account: Account, available: tuple[int | None, int | None]) -> None:
+        super().__init__(ErrorKind.BUDGET_EXCEEDED, message, retryable=False)
+        self.account, self.available = account, available
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses a process as the plain GatewayError it is to a client
+        return GatewayError(self.kind, self.message, **self._state()).__reduce__()
 
 
 def to_micros(usd: Decimal) -> int:
@@ -72,7 +85,7 @@ class BudgetGate:
                 return
             refusal = self._refusals.get(account.id)
             if refusal is not None and time.monotonic() - refusal[0] < REFUSAL_TTL_S and need >= refusal[1]:
-                raise self._exceeded(account, refusal[2], micros, tokens)  # just refused: no second call
+                raise self._exceeded(account, refusal[2], micros, tokens, self._balance.get(account.id))  # no 2nd call
             await self._grant(account, need, micros, tokens)
 
     async def _grant(self, account: Account, need: tuple[int, int], micros: int, tokens: int) -> None:
@@ -85,17 +98,35 @@ class BudgetGate:
                                "unreachable) and this replica's lease is spent", retryable=False)  # fmt: skip
         if lease.refused:
             self._refusals[account.id] = (time.monotonic(), need, lease)
-            raise self._exceeded(account, lease, micros, tokens)
+            raise self._exceeded(account, lease, micros, tokens, balance)
         balance[0] += lease.micros
         balance[1] += lease.tokens
 
     @staticmethod
-    def _exceeded(account: Account, lease: Lease, micros: int, tokens: int) -> GatewayError:
-        left = f"${Decimal(max(0, lease.remaining_micros)) / MICROS}" if lease.remaining_micros is not None else (
-            f"{max(0, lease.remaining_tokens or 0)} tokens")  # fmt: skip
-        return GatewayError(ErrorKind.BUDGET_EXCEEDED, f"budget `{account.budget}` ({account.key}, window "
-                            f"{account.window}) has {left} left; this call is estimated at "
-                            f"${Decimal(micros) / MICROS} and {tokens} tokens", retryable=False)  # fmt: skip
+    def _exceeded(account: Account, lease: Lease, micros: int, tokens: int, balance: list[int] | None) -> BudgetRefused:
+        local = balance or (0, 0)
+        avail = (
+            None if lease.remaining_micros is None else max(0, lease.remaining_micros) + local[0],
+            None if lease.remaining_tokens is None else max(0, lease.remaining_tokens) + local[1],
+        )
+        left = f"${Decimal(avail[0]) / MICROS}" if avail[0] is not None else f"{avail[1] or 0} tokens"
+        return BudgetRefused(f"budget `{account.budget}` ({account.key}, window {account.window}) has {left} left; "
+                             f"this call is estimated at ${Decimal(micros) / MICROS} and {tokens} tokens", account,
+                             avail)  # fmt: skip
+
+    @staticmethod
+    def limits_micros(reservation: Reservation) -> bool:
+        return any(a.limit_micros is not None for a in reservation.accounts)
+
+    @staticmethod
+    def limits_tokens(reservation: Reservation) -> bool:
+        return any(a.limit_tokens is not None for a in reservation.accounts)
+
+    @staticmethod
+    def merge(reservation: Reservation, extra: Reservation) -> Reservation:
+        """One reservation holding both (a stream's extension): settled once, under the first one's id."""
+        return Reservation(reservation.id, reservation.accounts, reservation.micros + extra.micros,
+                           reservation.tokens + extra.tokens)  # fmt: skip
 
     def settle(self, reservation: Reservation, micros: int, tokens: int) -> None:
         """The call's actual spend: the unused part of the reservation returns to the local balances."""

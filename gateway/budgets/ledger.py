@@ -64,7 +64,14 @@ class Ledger:
     def settle(self, replica: str, charges: list[Charge]) -> int:
         """Book actual spend (durably first); each charge also uses up the replica's lease on its accounts.
         Returns how many charges were new."""
-        fresh = self._store.record(charges)
+        return self.apply(replica, self._store.record(charges))
+
+    def record(self, charges: list[Charge]) -> list[Charge]:
+        """The durable half of `settle` (blocking I/O: the actor runs it off its event loop)."""
+        return self._store.record(charges)
+
+    def apply(self, replica: str, fresh: list[Charge]) -> int:
+        """The in-memory half of `settle`, for charges the store has just recorded for the first time."""
         for charge in fresh:
             for account in charge.accounts:
                 spent = self._spent.setdefault(account, [0, 0])

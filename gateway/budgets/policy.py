@@ -28,6 +28,8 @@ class Budget(BaseModel):
     limit_tokens: int | None = Field(default=None, ge=0)
     on_exceed: Literal["refuse", "shrink", "downgrade"] = "refuse"
     mid_stream: Literal["cut", "allow"] = "cut"
+    min_output_tokens: int = Field(default=64, ge=1)  # shrink lowers max_tokens no further than this
+    downgrade_to: tuple[str, ...] = ()  # downgrade: models to try when none of the route's candidates fits
 
     @model_validator(mode="after")
     def _sane(self) -> Budget:

@@ -1,5 +1,5 @@
-"""What the pipeline does about budgets: reserve a call's estimated cost on every account in its scope before the
-call, and settle the actual cost after it (answered, failed with billed usage, or cut off)."""
+"""What the pipeline does about budgets: estimate a call's worst case, reserve it on every account in its scope,
+extend a stream's reservation when it runs past it, and settle the actual cost however the call ends."""
 
 from __future__ import annotations
 
@@ -7,20 +7,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway.budgets.gate import BudgetGate, Reservation, to_micros
-from gateway.budgets.policy import BudgetPolicy, accounts_for
+from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_micros
+from gateway.budgets.policy import Account, BudgetPolicy
 from gateway.config import ModelEntry
 from gateway.pricing import Pricer
-from gateway.schema import ChatRequest, Usage
+from gateway.schema import ChatRequest, GatewayError, Usage
 from gateway.tokens import TokenEstimator
 
 DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output
 
 
 @dataclass(frozen=True, slots=True)
+class Estimate:
+    """The worst case of a request over a set of candidates."""
+
+    micros: int
+    tokens: int
+    prompt: dict[str, int]  # model -> prompt tokens (with its provider's margin)
+
+    def fits(self, available: tuple[int | None, int | None]) -> bool:
+        return (available[0] is None or self.micros <= available[0]) and (
+            available[1] is None or self.tokens <= available[1]
+        )
+
+
+@dataclass(slots=True)
 class Hold:
+    """A call's reservation and what it was estimated from (a stream's meter and settlement read it)."""
+
     reservation: Reservation
-    input_tokens: int  # the estimate, charged for the prompt when a cut-off call reports no usage
+    input_tokens: int  # the largest prompt estimate, charged when a cut-off call reports no usage
+    prompt: dict[str, int]
+    cut: bool  # mid-stream: end a stream its budgets cannot extend (False: allow the overrun up to max_tokens)
 
 
 class Spending:
@@ -34,20 +52,69 @@ class Spending:
         assert cost is not None  # unpriced candidates never get this far (Pipeline._priced)
         return cost
 
-    async def reserve(self, request: ChatRequest, entries: list[ModelEntry]) -> Hold | None:
-        """The worst case over the plan's candidates: the prompt estimate (with each provider's margin) plus the
-        whole output allowance. None when no budget applies to this call."""
-        accounts = accounts_for(self.policy, request.metadata)
-        if not accounts:
-            return None
-        worst_cost, worst_tokens, prompt = Decimal(0), 0, 0
-        for entry in entries:
+    @staticmethod
+    def allowance(request: ChatRequest, entry: ModelEntry) -> int:
+        """The output a call may produce: max_tokens, else the model's maximum, else DEFAULT_MAX_OUTPUT."""
+        return request.max_tokens or entry.max_output_tokens or DEFAULT_MAX_OUTPUT
+
+    def estimate(self, request: ChatRequest, entries: dict[str, ModelEntry]) -> Estimate:
+        """Prompt estimate (BPE, with each provider's margin) plus the whole output allowance, priced; the
+        largest over the candidates."""
+        micros, tokens, prompt = 0, 0, {}
+        for name, entry in entries.items():
             inp = self._tokens.prompt_tokens(request, entry, self._kind_of(entry.provider))
-            out = request.max_tokens or entry.max_output_tokens or DEFAULT_MAX_OUTPUT
-            worst_cost = max(worst_cost, self.price(entry, Usage(input_tokens=inp, output_tokens=out)))
-            worst_tokens, prompt = max(worst_tokens, inp + out), max(prompt, inp)
-        reservation = await self.gate.reserve(accounts, to_micros(worst_cost), worst_tokens)
-        return Hold(reservation, prompt)
+            out = self.allowance(request, entry)
+            prompt[name] = inp
+            micros = max(micros, to_micros(self.price(entry, Usage(input_tokens=inp, output_tokens=out))))
+            tokens = max(tokens, inp + out)
+        return Estimate(micros, tokens, prompt)
+
+    async def hold(self, accounts: list[Account], estimate: Estimate) -> Hold:
+        reservation = await self.gate.reserve(accounts, estimate.micros, estimate.tokens)
+        cut = any(self.policy.budgets[a.budget].mid_stream == "cut" for a in accounts)
+        return Hold(reservation, max(estimate.prompt.values(), default=0), estimate.prompt, cut)
+
+    def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_micros: int = 0) -> int:
+        """How many output tokens `hold` pays for on `entry` after `input_tokens` of prompt and `prior_micros`
+        already spent (a broken stream this one continues): a binary search, so tiered prices are handled."""
+        res = hold.reservation
+        cap = res.tokens - input_tokens if self.gate.limits_tokens(res) else 1 << 30
+        if not self.gate.limits_micros(res):
+            return max(0, cap)
+
+        def fits(out: int) -> bool:
+            cost = self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))
+            return to_micros(cost) + prior_micros <= res.micros
+
+        low, high = 0, max(0, cap)
+        if not fits(0):
+            return 0
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid - 1)
+        return low
+
+    async def extend(self, hold: Hold, entry: ModelEntry) -> bool:
+        """A stream reached its reservation: take one more output allowance (or whatever is left) from its
+        budgets. False when they have nothing left or cannot be asked (fail closed)."""
+        accounts = list(hold.reservation.accounts)
+        micros, tokens = to_micros(self.price(entry, Usage(output_tokens=DEFAULT_MAX_OUTPUT))), DEFAULT_MAX_OUTPUT
+        try:
+            extra = await self.gate.reserve(accounts, micros, tokens)
+        except BudgetRefused as exc:
+            left_m, left_t = exc.available
+            micros = micros if left_m is None else min(micros, left_m)
+            tokens = tokens if left_t is None else min(tokens, left_t)
+            if micros <= 0 or tokens <= 0:
+                return False
+            try:
+                extra = await self.gate.reserve(accounts, micros, tokens)
+            except GatewayError:
+                return False
+        except GatewayError:
+            return False
+        hold.reservation = self.gate.merge(hold.reservation, extra)
+        return True
 
     def settle(self, hold: Hold | None, entry: ModelEntry | None, usage: Usage | None,
                cost: Decimal | None = None) -> None:  # fmt: skip

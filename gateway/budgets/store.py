@@ -1,5 +1,5 @@
 """Settled spend, durably: one row per (charge, account), idempotent by charge id; embedded default is a local
-SQLite file in WAL mode (a DynamoDB store with conditional writes can sit behind the same two methods)."""
+SQLite file in WAL mode (`gateway.budgets.dynamo` keeps it in DynamoDB behind the same two methods)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from gateway.config import BudgetsConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +72,13 @@ class SqliteSpendStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def open_store(config: BudgetsConfig) -> SpendStore:
+    """The store `config.backend` names (boto3 is imported only for DynamoDB)."""
+    if config.backend == "dynamodb":
+        from gateway.budgets.dynamo import DynamoSpendStore
+
+        dynamo = config.dynamodb
+        return DynamoSpendStore(dynamo.table, dynamo.region, dynamo.endpoint_url, create_table=dynamo.create_table)
+    return SqliteSpendStore(Path(config.store).expanduser())

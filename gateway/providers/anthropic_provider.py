@@ -27,6 +27,7 @@ from gateway.schema import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    UsageEvent,
 )
 
 
@@ -108,6 +109,7 @@ class AnthropicProvider:
                                                 name=block.get("name"))  # fmt: skip
                 elif kind == "message_start":
                     usage.update((event.get("message") or {}).get("usage") or {})
+                    yield UsageEvent(usage=usage_of(usage))  # the prompt's count, before any output
                 elif kind == "message_delta":
                     usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
                     stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason

@@ -28,6 +28,7 @@ from gateway.schema import (
     TextDelta,
     ToolCallDelta,
     Usage,
+    UsageEvent,
 )
 
 TASK_TYPES = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY", "classification": "CLASSIFICATION",
@@ -52,6 +53,8 @@ class GeminiProvider:
         }
         if config.base_url:
             options["base_url"] = config.base_url
+        if config.headers:
+            options["headers"] = dict(config.headers)
         self._read = config.timeouts.read  # the SDK has one total timeout; upstream silence is bounded here
         self._client = genai.Client(
             api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
@@ -128,7 +131,10 @@ class GeminiProvider:
                     except StopAsyncIteration:
                         break
                 if chunk.usage_metadata is not None:
+                    first = usage is None
                     usage = usage_of(chunk.usage_metadata)
+                    if first and usage.input_tokens:
+                        yield UsageEvent(usage=usage)  # the prompt's count, before the output
                 self._check_blocked(chunk, target, usage or Usage())
                 for candidate in (chunk.candidates or ())[:1]:
                     texts, found = parts_of(candidate, calls)

@@ -32,6 +32,7 @@ def sdk_client(sdk: ModuleType, client_cls: Any, config: ProviderConfig) -> Any:
         api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
         base_url=config.base_url,
         max_retries=0,
+        default_headers=config.headers or None,
         timeout=httpx2.Timeout(t.total, connect=t.connect, read=t.read),
         http_client=sdk.DefaultAioHttpClient(
             limits=httpx2.Limits(max_connections=config.max_connections, max_keepalive_connections=256),

@@ -26,6 +26,7 @@ class StartEvent(_Event):
     upstream_model: str
     attempt: int = 1
     route: str | None = None
+    budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
 
 
 class TextDelta(_Event):

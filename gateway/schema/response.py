@@ -30,4 +30,5 @@ class ChatResponse(BaseModel):
     latency_ms: float = 0.0
     cost_usd: Decimal | None = None  # None: no known price for the model (never a silent $0)
     route: str | None = None  # the route plan: task class and ordered candidates
+    budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
     created: int = 0

@@ -27,9 +27,9 @@ class Case:
     safety_faults: tuple[str, ...] = ()  # the provider's own safety outcomes beyond `content-filter`
     fault_kinds: dict[str, ErrorKind] = field(default_factory=dict)  # where a provider differs from the default
 
-    def provider(self, emulator_url: str, read_timeout: float = 1.0) -> Provider:
+    def provider(self, emulator_url: str, read_timeout: float = 1.0, headers: dict | None = None) -> Provider:
         config = ProviderConfig(
-            kind=self.kind, base_url=emulator_url + self.path, api_key="sk-test",
+            kind=self.kind, base_url=emulator_url + self.path, api_key="sk-test", headers=headers or {},
             timeouts={"connect": 2, "read": read_timeout, "total": 10},
             **({"regions": [{"name": "us-east-1"}], "aws_access_key_id": "test", "aws_secret_access_key": "test"}
                if self.kind == "bedrock" else {}),

@@ -83,6 +83,22 @@ async def test_system_prompt_and_multi_turn_are_sent(provider, case, emulator):
     assert sent, "the system prompt never reached the provider"
 
 
+async def test_configured_headers_reach_the_provider_on_every_call(case, emulator, emulator_url):
+    if case.kind == "bedrock":
+        pytest.skip("Bedrock requests are signed: extra headers are refused by the config")
+    p = case.provider(emulator_url, headers={"x-emulator-tokens": "7", "OpenAI-Project": f"proj-{case.id}"})
+    try:
+        answer = await p.complete(_req(f"headers probe {case.id}"), case.target())
+        streamed = await _collect(p, _req(f"headers probe {case.id}"), case.target())
+    finally:
+        await p.aclose()
+    assert answer.usage.output_tokens - answer.usage.reasoning_tokens == 7  # the emulator obeyed the header
+    assert len([e for e in streamed if isinstance(e, TextDelta)]) == 7
+    sent = [r for r in emulator.recorder.requests if f"headers probe {case.id}" in json.dumps(r.body)]
+    assert sent and all(r.headers.get("openai-project", r.headers.get("OpenAI-Project")) == f"proj-{case.id}"
+                        for r in sent)  # fmt: skip
+
+
 async def test_tool_call_and_result_round_trip(provider, case):
     need(case, "tools")
     req = _req("weather in Paris", tools=[WEATHER])

@@ -1,0 +1,126 @@
+"""Settled spend in DynamoDB: per-account running totals, each (charge, account) booked exactly once."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from gateway.budgets.store import Charge
+
+CHARGE, TOTAL = "charge#", "total#"
+MAX_ACCOUNTS = 50  # TransactWriteItems takes at most 100 items, and a charge needs two per account
+CONFLICT_RETRIES = 5  # a transaction cancelled only by TransactionConflict (a concurrent writer) is tried again
+_NAMES = {"#m": "micros", "#t": "tokens"}
+
+
+def _int(number: str) -> int:
+    value = Decimal(number)
+    if value != value.to_integral_value():
+        raise ValueError(f"spend store: a non-integer amount {number!r}")
+    return int(value)
+
+
+class DynamoSpendStore:
+    """One table, a string partition key `pk` and no sort key:
+
+    - `charge#<charge id>#<account>`: the idempotency item (micros, tokens, at), put once, never updated;
+    - `total#<account>`: the account's settled totals (micros, tokens), only ever ADDed to.
+
+    One transaction per charge puts its idempotency items (`attribute_not_exists(pk)`) and ADDs to its totals,
+    so a total moves exactly when its idempotency item first appears: a replay, from this process or another,
+    is cancelled by the condition and books nothing. Charge ids are uuid hex (no `#`), so keys are unambiguous.
+    """
+
+    def __init__(self, table: str, region: str, endpoint_url: str | None = None, *, create_table: bool = False) -> None:
+        self._table = table
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10)
+        # boto3's default credential chain; a session of our own because the default one is not thread-safe
+        self._client = boto3.session.Session().client(
+            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
+        )
+        if create_table:
+            self._create_table()
+
+    def _create_table(self) -> None:
+        """For development and tests: the table, on demand (PAY_PER_REQUEST), once it is ACTIVE."""
+        try:
+            self._client.create_table(
+                TableName=self._table,
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceInUseException":  # already there (or being created)
+                raise
+        self._client.get_waiter("table_exists").wait(TableName=self._table, WaiterConfig={"Delay": 1})
+
+    def record(self, charges: Iterable[Charge]) -> list[Charge]:
+        """Any error other than "already recorded" propagates: the caller keeps the charges and sends them again."""
+        return [charge for charge in charges if self._book(charge)]
+
+    def _book(self, charge: Charge) -> bool:
+        """True: booked now; False: booked before. Raises on anything else (throttling, network, a missing table)."""
+        accounts = list(dict.fromkeys(charge.accounts))  # a repeated account would be two writes to one item
+        if not 0 < len(accounts) <= MAX_ACCOUNTS:
+            raise ValueError(f"charge {charge.id}: {len(accounts)} accounts (1 to {MAX_ACCOUNTS} fit a transaction)")
+        if type(charge.micros) is not int or type(charge.tokens) is not int:
+            raise TypeError(f"charge {charge.id}: amounts must be integers (micro-dollars, tokens)")
+        amounts = {":m": {"N": str(charge.micros)}, ":t": {"N": str(charge.tokens)}}
+        items: list[dict[str, Any]] = []
+        for account in accounts:
+            marker = {"pk": {"S": f"{CHARGE}{charge.id}#{account}"}, "micros": amounts[":m"],
+                      "tokens": amounts[":t"], "at": {"N": str(int(time.time()))}}  # fmt: skip
+            items.append({"Put": {"TableName": self._table, "Item": marker,
+                                  "ConditionExpression": "attribute_not_exists(pk)"}})  # fmt: skip
+            items.append({"Update": {"TableName": self._table, "Key": {"pk": {"S": f"{TOTAL}{account}"}},
+                                     "UpdateExpression": "ADD #m :m, #t :t", "ExpressionAttributeNames": _NAMES,
+                                     "ExpressionAttributeValues": amounts}})  # fmt: skip
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                # A fresh token per attempt: botocore's own retries of this request reuse it, so a commit whose reply
+                # was lost still reads as booked now (a replay by the caller is a new call, and a new token).
+                self._client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
+                return True
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise
+                codes = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
+                if len(codes) != len(items):
+                    raise
+                if any(codes[i] == "ConditionalCheckFailed" for i in range(0, len(items), 2)):  # the puts
+                    return False  # an idempotency item exists: its transaction committed this whole charge
+                if set(codes) - {"None"} != {"TransactionConflict"} or attempt == CONFLICT_RETRIES:
+                    raise
+            time.sleep(random.uniform(0, 0.02 * 2**attempt))  # back off a little: a concurrent writer is busy
+        raise AssertionError("unreachable")
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        # A Scan filtered on the key prefix: simple, strongly consistent, and only run when a ledger starts, but it
+        # reads (and pays for) every idempotency item too, so its cost grows with the number of charges ever booked.
+        # If that matters: a TTL on the idempotency items (replays come within minutes), or the totals in their own
+        # table or a sparse index.
+        pages = self._client.get_paginator("scan").paginate(
+            TableName=self._table,
+            ConsistentRead=True,  # a restarted ledger must not start from stale totals (it would over-lease)
+            FilterExpression="begins_with(pk, :prefix)",
+            ProjectionExpression="pk, #m, #t",
+            ExpressionAttributeNames=_NAMES,
+            ExpressionAttributeValues={":prefix": {"S": TOTAL}},
+        )
+        return {
+            item["pk"]["S"].removeprefix(TOTAL): (_int(item["micros"]["N"]), _int(item["tokens"]["N"]))
+            for page in pages
+            for item in page["Items"]
+        }
+
+    def close(self) -> None:
+        self._client.close()
