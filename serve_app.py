@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from ray import serve
@@ -33,6 +34,22 @@ def _replica_id() -> str:
         return f"pid-{os.getpid()}"
 
 
+def _log_to_replica_file() -> None:
+    """The gateway's own events (budget decisions, stream continuations) at INFO in this replica's Serve log file.
+    Serve's own logger stays at WARNING in throughput mode (and swallows stderr), so the file gets a handler of ours."""
+    logger = logging.getLogger("gateway")
+    logger.setLevel(logging.INFO)
+    if any(getattr(h, "_gateway", False) for h in logger.handlers):
+        return
+    serve_handlers = [getattr(h, "target", None) or h for h in logging.getLogger("ray.serve").handlers]  # buffered
+    files = [h.baseFilename for h in serve_handlers if hasattr(h, "baseFilename")]
+    handler = logging.FileHandler(files[0]) if files else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(name)s %(message)s"))
+    handler._gateway = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class Gateway:
@@ -42,7 +59,7 @@ class Gateway:
     async def __init__(
         self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None
     ) -> None:
-        logging.getLogger("gateway").setLevel(logging.INFO)
+        _log_to_replica_file()
         self._config = config
         registry = ProviderRegistry(config)
         limits = registry.limits()
@@ -57,7 +74,9 @@ class Gateway:
         if budgets is not None:
             b = config.budgets
             gate = BudgetGate(to_micros(b.lease_usd), b.lease_tokens)
-            spending = Spending(budgets, gate, pricer, self._tokens, registry.kind)
+            spending = Spending(
+                budgets, gate, pricer, self._tokens, registry.kind, config.budgets.default_output_tokens
+            )
         self._link: ControlLink | None = None
         if config.control.enabled:
             self._link = ControlLink(config, policy, limits, control, spending.gate if spending else None)

@@ -175,6 +175,9 @@ class BudgetsConfig(_Strict):
     lease_tokens: int = Field(default=200_000, gt=0)
     backend: Literal["sqlite", "dynamodb"] = "sqlite"
     dynamodb: DynamoConfig = DynamoConfig()
+    # The output reserved for a call without max_tokens on a model without a catalog maximum; a stream that
+    # goes past it extends its reservation by as much again, while its budgets have room.
+    default_output_tokens: int = Field(default=4096, ge=1)
 
 
 class ControlConfig(_Strict):

@@ -165,6 +165,8 @@ class HttpApi:
         headers = {**SSE_HEADERS, "x-gateway-replica": self._pipeline.control.replica_id}
         if first is not None and first.type == "start":
             headers.update(_route_headers(first.provider, first.upstream_model, first.attempt, first.route))
+            if first.budget is not None:
+                headers["x-gateway-budget"] = first.budget
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -177,14 +179,20 @@ class HttpApi:
         headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
+        if response.budget is not None:
+            headers["x-gateway-budget"] = response.budget
         return _json(openai_out.chat_completion(response), headers=headers)
 
     async def native_chat(self, http: Request) -> Response:
         body = await _body(http)
         if not isinstance(body, dict):
             raise validation_error("body", "the request body must be a JSON object")
+        meta = body.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise validation_error("metadata", "must be an object")
+        headers = openai_in.metadata_from({}, http.headers)  # x-gateway-* headers, as on the other APIs
         try:
-            request = ChatRequest.model_validate({**body, "stream": True})
+            request = ChatRequest.model_validate({**body, "stream": True, "metadata": {**meta, **headers}})
         except ValidationError as exc:
             raise openai_in.pydantic_error(exc) from None
         return await self._stream(request, native.encode_event)
@@ -201,6 +209,8 @@ class HttpApi:
         headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
+        if response.budget is not None:
+            headers["x-gateway-budget"] = response.budget
         return _json(anthropic_out.message(response), headers=headers)
 
     async def route(self, http: Request) -> Response:

@@ -72,14 +72,14 @@ class _Spend:
     cut: bool = False  # the stream was ended by its budget
 
     def billed(self) -> Usage | None:
-        """What the provider bills when the stream ended without a final usage: what it reported so far, with
-        at least the output that was streamed."""
-        if self.usage is not None:
-            return self.usage
-        if not self.deltas and self.reported is None:
-            return None
-        reported = self.reported or Usage()
-        return reported.model_copy(update={"output_tokens": max(reported.output_tokens, self.deltas)})
+        """What the provider bills: the usage it reported (finally or so far), never less output than was
+        streamed."""
+        known = self.usage or self.reported
+        if known is None:
+            return Usage(output_tokens=self.deltas) if self.deltas else None
+        if known.output_tokens >= self.deltas:
+            return known
+        return known.model_copy(update={"output_tokens": self.deltas})  # e.g. a message start's count of 1
 
 
 async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:

@@ -14,7 +14,7 @@ from gateway.pricing import Pricer
 from gateway.schema import ChatRequest, GatewayError, Usage
 from gateway.tokens import TokenEstimator
 
-DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output
+DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output (configurable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +43,8 @@ class Hold:
 
 class Spending:
     def __init__(self, policy: BudgetPolicy, gate: BudgetGate, pricer: Pricer, tokens: TokenEstimator,
-                 kind_of: Callable[[str], str]) -> None:  # fmt: skip
-        self.policy, self.gate = policy, gate
+                 kind_of: Callable[[str], str], default_output: int = DEFAULT_MAX_OUTPUT) -> None:  # fmt: skip
+        self.policy, self.gate, self.default_output = policy, gate, default_output
         self._pricer, self._tokens, self._kind_of = pricer, tokens, kind_of
 
     def price(self, entry: ModelEntry, usage: Usage) -> Decimal:
@@ -52,10 +52,9 @@ class Spending:
         assert cost is not None  # unpriced candidates never get this far (Pipeline._priced)
         return cost
 
-    @staticmethod
-    def allowance(request: ChatRequest, entry: ModelEntry) -> int:
-        """The output a call may produce: max_tokens, else the model's maximum, else DEFAULT_MAX_OUTPUT."""
-        return request.max_tokens or entry.max_output_tokens or DEFAULT_MAX_OUTPUT
+    def allowance(self, request: ChatRequest, entry: ModelEntry) -> int:
+        """The output a call reserves: max_tokens, else the model's maximum, else the configured default."""
+        return request.max_tokens or entry.max_output_tokens or self.default_output
 
     def estimate(self, request: ChatRequest, entries: dict[str, ModelEntry]) -> Estimate:
         """Prompt estimate (BPE, with each provider's margin) plus the whole output allowance, priced; the
@@ -98,7 +97,8 @@ class Spending:
         """A stream reached its reservation: take one more output allowance (or whatever is left) from its
         budgets. False when they have nothing left or cannot be asked (fail closed)."""
         accounts = list(hold.reservation.accounts)
-        micros, tokens = to_micros(self.price(entry, Usage(output_tokens=DEFAULT_MAX_OUTPUT))), DEFAULT_MAX_OUTPUT
+        tokens = self.default_output
+        micros = to_micros(self.price(entry, Usage(output_tokens=tokens)))
         try:
             extra = await self.gate.reserve(accounts, micros, tokens)
         except BudgetRefused as exc:

@@ -22,6 +22,8 @@ READ_TIMEOUT_S = 2.0
 REPLICAS = 2
 SYNC_S = 0.2  # replica <-> control plane sync interval
 LIMITED_RPM = 5
+PACED_MS = 100  # between the tokens of `paced-mini`
+DEFAULT_OUTPUT = 8  # output reserved for a budgeted call without max_tokens (small: streams extend it)
 POLICY_SOURCE = Path(__file__).parent / "routing_policy.yaml"
 
 
@@ -53,6 +55,11 @@ def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
                 "openai-patient": {"kind": "openai", "timeouts": {"connect": 2, "read": 60, "total": 120}},
                 "openai-limited": {"kind": "openai", "rpm": LIMITED_RPM},  # a small account: 5 requests a minute
                 "anthropic": {"kind": "anthropic", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
+                # a paced, longer answer (the emulator obeys these headers): a budget can cut it mid-way exactly
+                "openai-paced": {
+                    "kind": "openai",
+                    "headers": {"x-emulator-inter-token-ms": str(PACED_MS), "x-emulator-tokens": "40"},
+                },
                 "gemini": {"kind": "gemini", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 "bedrock": {
                     "kind": "bedrock",
@@ -64,6 +71,7 @@ def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
             "budgets": {
                 "policy": str(Path(__file__).parent / "budgets.yaml"),
                 "store": str(tmp_path_factory.mktemp("ledger") / "spend.db"),
+                "default_output_tokens": DEFAULT_OUTPUT,
             },
             "models": {
                 **catalog_with_faults(),
@@ -75,6 +83,13 @@ def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
                 # switched down and up again by the emulator's outage control
                 "flaky-primary": {"provider": "openai", "upstream": "flaky-upstream", "price_as": "gpt-4o-mini"},
                 "unpriced": {"provider": "openai", "upstream": "mystery-model"},  # no price anywhere: refused
+                "paced-mini": {"provider": "openai-paced", "upstream": "gpt-4o-mini"},
+                # sends three tokens, then waits for the client to leave
+                "claude-stall": {
+                    "provider": "anthropic",
+                    "upstream": "claude-haiku-4-5-fault-stall",
+                    "price_as": "claude-haiku-4-5",
+                },
                 # gives up on a slow first token long before the provider's read timeout
                 "impatient-slow": {
                     "provider": "openai",

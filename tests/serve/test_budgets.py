@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.pricing import Pricer
-from gateway.schema import Usage
+from gateway.schema import STREAM_EVENT_ADAPTER, Usage
 
 pytestmark = pytest.mark.ray
 USER = "budget-user"
@@ -22,12 +22,12 @@ def _ask(gateway_url: str, i: int) -> httpx.Response:
     return httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": USER}, timeout=30)
 
 
-def test_parallel_calls_against_a_budget_that_fits_ten(gateway_url, emulator):
-    with ThreadPoolExecutor(max_workers=30) as pool:
-        answers = list(pool.map(lambda i: _ask(gateway_url, i), range(30)))
+def test_a_hundred_parallel_calls_against_a_budget_that_fits_ten(gateway_url, emulator):
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(lambda i: _ask(gateway_url, i), range(100)))
     ok = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code != 200]
-    assert 5 <= len(ok) <= 10 and len(ok) + len(refused) == 30  # never more than the limit fits
+    assert 5 <= len(ok) <= 10 and len(ok) + len(refused) == 100  # never more than the limit fits
     for r in refused:
         error = r.json()["error"]
         assert r.status_code == 402 and error["type"] == "budget_exceeded"
@@ -77,3 +77,147 @@ def test_the_ledger_dies_under_load_and_no_settled_spend_is_lost(gateway_url):
     while _spent_micros(gateway_url, user) != booked and time.monotonic() < stop:
         time.sleep(0.2)  # charges queued while the ledger was down are re-sent until acknowledged
     assert _spent_micros(gateway_url, user) == booked
+
+
+# --- accounting across the ways a call ends: what the ledger holds equals what the emulator billed ---------------
+
+
+def _billed(emulator, marker: str) -> list:
+    ids = {r.request_id for r in emulator.recorder.requests if marker in str(r.body)}
+    return [b for b in emulator.recorder.billing if b.request_id in ids]
+
+
+def _wait_billed(emulator, marker: str) -> list:
+    """Billing records of a stream the gateway left: the emulator writes them once it sees the connection close."""
+    stop = time.monotonic() + 10
+    while not _billed(emulator, marker) and time.monotonic() < stop:
+        time.sleep(0.05)
+    return _billed(emulator, marker)
+
+
+def _priced(records, kind: str, model: str) -> int:
+    pricer = Pricer()
+    usages = [Usage(input_tokens=b.input_tokens, output_tokens=b.output_tokens) for b in records]
+    return sum(math.ceil(pricer.cost(kind, model, u) * 1_000_000) for u in usages)
+
+
+def _status(gateway_url: str, scope: str, key: str) -> dict:
+    return httpx.get(f"{gateway_url}/v1/gateway/budgets/{scope}/{key}", timeout=10).json()["budgets"][0]
+
+
+def _settles_to(gateway_url: str, scope: str, key: str, micros: int | None = None, tokens: int | None = None) -> dict:
+    """The ledger's status once it holds `micros` / `tokens` (replicas settle in batches), or the last one seen."""
+    stop = time.monotonic() + 15
+    while True:
+        status = _status(gateway_url, scope, key)
+        ok_m = micros is None or Decimal(status["spent_usd"]) * 1_000_000 == micros
+        ok_t = tokens is None or status["spent_tokens"] == tokens
+        if (ok_m and ok_t) or time.monotonic() > stop:
+            return status
+        time.sleep(0.1)
+
+
+def _native(gateway_url: str, body: dict, headers: dict | None = None, stop_after: int | None = None) -> list:
+    """The native stream's typed events; `stop_after` text deltas: the client leaves there."""
+    events, deltas = [], 0
+    with httpx.stream("POST", f"{gateway_url}/v1/gateway/chat", json=body, headers=headers, timeout=30) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(STREAM_EVENT_ADAPTER.validate_json(line[6:]))
+                deltas += events[-1].type == "text_delta"
+                if stop_after is not None and deltas == stop_after:
+                    break
+    return events
+
+
+ACCOUNTING = {"x-gateway-user": "accounting-user"}
+
+
+def test_streamed_and_non_streamed_calls_with_the_same_output_are_charged_the_same(gateway_url, emulator):
+    before = _status(gateway_url, "user", "accounting-user")
+    body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "same cost probe"}]}
+    whole = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
+    finish = _native(gateway_url, body, ACCOUNTING)[-1]
+    assert whole.status_code == 200 and finish.type == "finish"
+    assert Decimal(whole.headers["x-gateway-cost-usd"]) == finish.cost_usd > 0
+    assert whole.json()["usage"]["completion_tokens"] == finish.usage.output_tokens
+    billed = _billed(emulator, "same cost probe")
+    assert len(billed) == 2 and {b.stream for b in billed} == {False, True}
+    spent = Decimal(before["spent_usd"]) * 1_000_000 + _priced(billed, "openai", "gpt-4o-mini")
+    assert Decimal(_settles_to(gateway_url, "user", "accounting-user", spent)["spent_usd"]) * 1_000_000 == spent
+
+
+def test_a_fallback_books_only_the_answering_model(gateway_url, emulator):
+    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    body = {"model": "bounded-503", "fallbacks": ["claude-haiku-4-5"], "max_tokens": 20,
+            "messages": [{"role": "user", "content": "fallback accounting probe"}]}  # fmt: skip
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
+    assert answer.status_code == 200 and answer.json()["model"] == "claude-haiku-4-5"
+    billed = _billed(emulator, "fallback accounting probe")
+    assert [b.model for b in billed] == ["claude-haiku-4-5"]  # the 503s were never billed
+    cost = _priced(billed, "anthropic", "claude-haiku-4-5")
+    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
+    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
+    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_what_the_provider_billed(gateway_url, emulator):
+    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    body = {"model": "claude-stall", "max_tokens": 20, "messages": [{"role": "user", "content": "leaving probe"}]}
+    events = _native(gateway_url, body, ACCOUNTING, stop_after=3)  # three tokens, then the provider stalls
+    assert [e.type for e in events][-3:] == ["text_delta"] * 3
+    [billed] = _wait_billed(emulator, "leaving probe")
+    assert billed.outcome == "stall" and billed.output_tokens == 3
+    cost = _priced([billed], "anthropic", "claude-haiku-4-5")  # the prompt (counted at message start) and 3 tokens
+    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
+    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+
+
+def test_a_stream_is_cut_where_its_turn_budget_ends_and_charged_what_was_billed(gateway_url, emulator):
+    body = {"model": "paced-mini", "messages": [{"role": "user", "content": "cut probe, a long answer please"}],
+            "metadata": {"turn_id": "cut-turn-1"}}  # fmt: skip
+    events = _native(gateway_url, body)
+    finish = events[-1]
+    assert finish.type == "finish" and finish.finish_reason == "budget_exceeded"
+    deltas = [e for e in events if e.type == "text_delta"]
+    # the turn has 30 tokens: the prompt estimate and (30 - prompt) output relayed; one more was read, and billed
+    assert finish.usage.input_tokens + len(deltas) == 30 and finish.usage.output_tokens == len(deltas) + 1
+    [billed] = _wait_billed(emulator, "cut probe")
+    assert billed.outcome == "disconnected" and billed.output_tokens == finish.usage.output_tokens < 40
+    status = _settles_to(gateway_url, "turn", "cut-turn-1", tokens=31)
+    assert status["spent_tokens"] == 31  # the limit, plus the one token in flight when the budget ran out
+
+
+def test_a_long_conversation_is_shrunk_to_fit_its_budget(gateway_url, emulator):
+    filler = "background detail " * 300
+    messages = [{"role": "system", "content": "You are the executor. shrink probe"}]
+    for i in range(4):
+        messages += [{"role": "user", "content": f"old question {i} {filler}"},
+                     {"role": "assistant", "content": f"old answer {i} {filler}"}]  # fmt: skip
+    messages.append({"role": "user", "content": "the last question, shrink probe"})
+    body = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": messages}
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": "shrink-user"},
+                        timeout=30)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    decision = answer.headers["x-gateway-budget"]
+    assert decision.startswith("shrink;") and "budget=shrink-user-day" in decision and "dropped" in decision
+    [sent] = [r.body for r in emulator.recorder.requests if "the last question, shrink probe" in str(r.body)]
+    assert sent["messages"][0]["content"] == "You are the executor. shrink probe"
+    assert sent["messages"][-1]["content"] == "the last question, shrink probe"
+    assert 2 <= len(sent["messages"]) < len(messages) and sent["messages"][1]["role"] == "user"
+    [billed] = _billed(emulator, "the last question, shrink probe")
+    status = _settles_to(gateway_url, "user", "shrink-user", tokens=billed.input_tokens + billed.output_tokens)
+    assert status["spent_tokens"] == billed.input_tokens + billed.output_tokens <= 1500
+
+
+def test_a_call_over_budget_is_downgraded_to_a_cheaper_model(gateway_url, emulator):
+    body = {"model": "claude-haiku-4-5", "max_tokens": 200,
+            "messages": [{"role": "user", "content": "downgrade probe"}]}  # fmt: skip
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": "downgrade-user"},
+                        timeout=30)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "gpt-4o-mini"
+    decision = answer.headers["x-gateway-budget"]
+    assert decision.startswith("downgrade;") and "claude-haiku-4-5 -> gpt-4o-mini" in decision
+    assert [b.model for b in _billed(emulator, "downgrade probe")] == ["gpt-4o-mini"]
