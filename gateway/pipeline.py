@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from gateway.budgets.admission import Admission, Admitted
@@ -70,6 +70,10 @@ class _Spend:
     hold: Hold | None = None  # with budgets: the reservation a stream is metered against
     decision: str | None = None  # the budget decision, for the start event
     cut: bool = False  # the stream was ended by its budget
+    abandoned: list[tuple[Target, Usage | None]] = field(default_factory=list)  # attempts billed without an answer
+
+    def abandon(self, target: Target, usage: Usage | None) -> None:
+        self.abandoned.append((target, usage))
 
     def billed(self) -> Usage | None:
         """What the provider bills: the usage it reported (finally or so far), never less output than was
@@ -189,7 +193,11 @@ class Pipeline:
         if cost is None and spend.prior is not None:  # a continuation that broke too: both parts were billed
             billed = usage is not None and spend.entry is not None and usage.total_tokens > 0
             cost = spend.prior + (self.spending.price(spend.entry, usage) if billed else Decimal(0))  # type: ignore[arg-type]
-        self.spending.settle(hold, spend.entry, usage, cost)
+        extra = []  # failed, timed-out and lost-hedge attempts: their reported usage, else the prompt estimate
+        for target, used in spend.abandoned:
+            used = used or Usage(input_tokens=hold.prompt.get(target.name, hold.input_tokens))
+            extra.append((self.spending.price(target.entry, used), used.total_tokens))
+        self.spending.settle(hold, spend.entry, usage, cost, extra)
 
     def _deadline(self, request: ChatRequest | EmbeddingsRequest) -> float:
         policy = self.control.policy
@@ -212,25 +220,24 @@ class Pipeline:
         async def once(target: Target, _: Limits) -> ChatResponse:
             return await provider(target.provider).complete(request, target)
 
+        spend = _Spend()
         run_plan = self._runner.run(plan, once, stream=False, deadline=self._deadline(request),
-                                    tokens=self._tokens(request),
-                                    latency_target_ms=request.metadata.latency_target_ms)  # fmt: skip
+                                    tokens=self._tokens(request), latency_target_ms=request.metadata.latency_target_ms,
+                                    abandon=spend.abandon if hold is not None else None)  # fmt: skip
         if hold is None:
             run, attempts = await run_plan
         else:
             try:
                 run, attempts = await run_plan
-            except GatewayError as exc:
-                self._settle(hold, _Spend(entry=self._registry.catalog.get(exc.model or ""), usage=exc.usage))
-                raise
             except BaseException:
-                self._settle(hold, _Spend())
+                self._settle(hold, spend)  # only what failed attempts were billed (their usage, or the prompt)
                 raise
         response, target = run.result, run.target
         latency = (time.perf_counter() - started) * 1000
         cost = self._cost(target, response.upstream_model, response.usage)
         if hold is not None:
-            self._settle(hold, _Spend(entry=target.entry, usage=response.usage, cost=cost))
+            spend.entry, spend.usage, spend.cost = target.entry, response.usage, cost
+            self._settle(hold, spend)
         return response.model_copy(
             update={
                 "attempts": attempts,
@@ -283,7 +290,7 @@ class Pipeline:
         started = time.perf_counter()
         plan = plan or self.plan(request)
         deadline = self._deadline(request)
-        run, attempts = await self._open_plan(request, plan, deadline)
+        run, attempts = await self._open_plan(request, plan, deadline, spend)
         policy = self.control.policy
         catalog = self._registry.catalog
         resumable = (
@@ -300,7 +307,7 @@ class Pipeline:
         try:
             if cont is None:
                 raise broken
-            crun, more = await self._open_plan(cont[0], cont[1], deadline)
+            crun, more = await self._open_plan(cont[0], cont[1], deadline, spend)
         except GatewayError:
             yield ErrorEvent(error=broken.to_info(), usage=broken.usage)
             return
@@ -315,13 +322,16 @@ class Pipeline:
         async for event in self._relay(crun, attempts + more, None, started, deadline, progress, spend, (usage, cost)):
             yield event
 
-    async def _open_plan(self, request: ChatRequest, plan: RoutePlan, deadline: float) -> tuple[Attempt[Opened], int]:
+    async def _open_plan(
+        self, request: ChatRequest, plan: RoutePlan, deadline: float, spend: _Spend
+    ) -> tuple[Attempt[Opened], int]:
         async def discard(opened: Opened) -> None:
             await opened[0].aclose()  # type: ignore[attr-defined]
 
         return await self._runner.run(
             plan, lambda t, _: self._open(request, t), stream=True, deadline=deadline,
             tokens=self._tokens(request), discard=discard, latency_target_ms=request.metadata.latency_target_ms,
+            abandon=spend.abandon if spend.hold is not None else None,
         )  # fmt: skip
 
     def _continuation(
@@ -445,12 +455,23 @@ class Pipeline:
         async def once(target: Target, _: Limits) -> EmbeddingsResponse:
             return await provider(target.provider).embed(request, target)
 
-        run, attempts = await self._runner.run(
-            plan, once, stream=False, deadline=self._deadline(request),
-            tokens=lambda: sum(len(t) for t in request.texts) // 4 + len(request.texts),
-        )  # fmt: skip
+        hold, spend = None, _Spend()
+        if self._admission is not None:
+            entries = {c.model: self._registry.catalog[c.model] for c in plan.candidates}
+            hold = await self._admission.admit_embeddings(request, entries)
+        try:
+            run, attempts = await self._runner.run(
+                plan, once, stream=False, deadline=self._deadline(request),
+                tokens=lambda: sum(len(t) for t in request.texts) // 4 + len(request.texts),
+                abandon=spend.abandon if hold is not None else None,
+            )  # fmt: skip
+        except BaseException:
+            self._settle(hold, spend)
+            raise
         latency = (time.perf_counter() - started) * 1000
         cost = self._cost(run.target, run.result.upstream_model, run.result.usage)
+        spend.entry, spend.usage, spend.cost = run.target.entry, run.result.usage, cost
+        self._settle(hold, spend)
         return run.result.model_copy(
             update={"latency_ms": latency, "attempts": attempts, "route": plan.header, "cost_usd": cost}
         )

@@ -17,7 +17,7 @@ from gateway.providers import ProviderRegistry, Target
 from gateway.routing.planner import RoutePlan
 from gateway.routing.policy import Retry
 from gateway.routing.retry import decide
-from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError, Usage
 
 log = logging.getLogger("gateway.runner")
 T = TypeVar("T")
@@ -43,6 +43,7 @@ class Attempt(Generic[T]):
 
 
 Once = Callable[[Target, Limits], Awaitable[T]]
+Abandon = Callable[[Target, "Usage | None"], None]  # an attempt that may be billed without answering
 
 
 def request_deadline(request: ChatRequest | EmbeddingsRequest, default_s: float | None) -> float:
@@ -72,8 +73,11 @@ class PlanRunner:
         left = deadline - time.perf_counter()
         return Limits(min(first, total, left), min(total, left))
 
-    async def _attempt(self, target: Target, limits: Limits, once: Once[T], stream: bool) -> Attempt[T]:
-        """One call; its failure is recorded here, a stream's success by the caller when it ends."""
+    async def _attempt(self, target: Target, limits: Limits, once: Once[T], stream: bool,
+                       abandon: Abandon | None = None) -> Attempt[T]:  # fmt: skip
+        """One call; its failure is recorded here, a stream's success by the caller when it ends. `abandon` hears
+        of every attempt that may have been billed without answering: the provider's usage, or None when the
+        gateway walked away (a timeout, a lost hedge, a client that left) and only the prompt can be assumed."""
         wall, t0 = time.time(), time.perf_counter()
         bound = limits.first_token if stream else limits.total
         try:
@@ -84,12 +88,18 @@ class PlanRunner:
             error = GatewayError(ErrorKind.TIMEOUT, f"no {what} within {bound:.3g} s", provider=target.provider,
                                  model=target.name)  # fmt: skip
             self.control.record(target.provider, target.name, wall, error)
+            if abandon is not None:
+                abandon(target, None)
             raise error from None
         except GatewayError as exc:
             self.control.record(target.provider, target.name, wall, exc)
+            if abandon is not None and exc.usage is not None and exc.usage.total_tokens:
+                abandon(target, exc.usage)
             raise
         except asyncio.CancelledError:  # a hedge that lost, or a client that left: no health signal either way
             self.control.release(target.provider, target.name)
+            if abandon is not None:
+                abandon(target, None)
             if stream:  # but the first token took at least this long: keeps the p95 honest about its tail
                 self.control.censored(target.provider, target.name, wall, (time.perf_counter() - t0) * 1000)
             raise
@@ -145,8 +155,8 @@ class PlanRunner:
         return sorted(targets, key=slow)
 
     async def run(self, plan: RoutePlan, once: Once[T], *, stream: bool, deadline: float, tokens: Callable[[], int],
-                  discard: Callable[[T], Awaitable[None]] | None = None,
-                  latency_target_ms: float | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
+                  discard: Callable[[T], Awaitable[None]] | None = None, latency_target_ms: float | None = None,
+                  abandon: Abandon | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
         """The first attempt that succeeds, and how many attempts it took; else the deciding error."""
         policy = self.control.policy
         rules = policy.retry if policy is not None else Retry()
@@ -184,12 +194,13 @@ class PlanRunner:
                     delay = self._hedge_delay(plan, target, stream)
                     backup = next((t for t in targets[i + 1 :] if t.name not in used), None) if delay else None
                     if backup is not None and delay is not None:
-                        attempt, hedged = await self._race(target, backup, delay, plan, once, deadline, tokens, discard)
+                        attempt, hedged = await self._race(target, backup, delay, plan, once, deadline, tokens, discard,
+                                                           abandon)  # fmt: skip
                         attempts += hedged
                         if hedged:
                             used.add(backup.name)
                     else:
-                        attempt = await self._attempt(target, limits, once, stream)
+                        attempt = await self._attempt(target, limits, once, stream, abandon)
                     return attempt, attempts
                 except GatewayError as exc:
                     last = exc
@@ -207,10 +218,11 @@ class PlanRunner:
 
     async def _race(self, primary: Target, backup: Target, delay: float, plan: RoutePlan, once: Once[T],
                     deadline: float, tokens: Callable[[], int],
-                    discard: Callable[[T], Awaitable[None]] | None) -> tuple[Attempt[T], int]:  # fmt: skip
+                    discard: Callable[[T], Awaitable[None]] | None,
+                    abandon: Abandon | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
         """Hedge: if `primary` has no first token after `delay`, start `backup` too; the first to succeed wins and
         the other is cancelled (its stream closed). Returns the winner and 1 if the backup was started."""
-        first = asyncio.create_task(self._attempt(primary, self.limits(primary, plan, deadline), once, True))
+        first = asyncio.create_task(self._attempt(primary, self.limits(primary, plan, deadline), once, True, abandon))
         pending: set[asyncio.Task[Attempt[T]]] = {first}
         errors: dict[asyncio.Task[Attempt[T]], BaseException] = {}
         try:  # whatever happens here (the caller cancelled, too), no attempt outlives it unanswered
@@ -220,7 +232,7 @@ class PlanRunner:
                     log.info("hedging: %s has no first token after %.0f ms; starting %s", primary.name,
                              delay * 1000, backup.name)  # fmt: skip
                     backup_limits = self.limits(backup, plan, deadline)
-                    pending.add(asyncio.create_task(self._attempt(backup, backup_limits, once, True)))
+                    pending.add(asyncio.create_task(self._attempt(backup, backup_limits, once, True, abandon)))
                 else:
                     self.control.release(backup.provider, backup.name)
             hedged = len(pending) - 1
@@ -232,6 +244,8 @@ class PlanRunner:
                     self.control.record(a.target.provider, a.target.name, a.started_at, None, ttft_ms=a.first_ms)
                     if discard is not None:
                         await discard(a.result)
+                    if abandon is not None:
+                        abandon(a.target, None)
                 if won:
                     return won[0].result(), hedged
                 errors.update((t, t.exception()) for t in done)  # type: ignore[misc]

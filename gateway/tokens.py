@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import bpe_openai
@@ -69,8 +69,16 @@ class TokenEstimator:
             tokens += PER_TOOL + len(enc.encode_ordinary(spec))
         if request.response_format is not None and request.response_format.json_schema is not None:
             tokens += len(enc.encode_ordinary(json.dumps(request.response_format.json_schema)))
+        return self._with_margin(tokens, kind) + images
+
+    def input_tokens(self, texts: Iterable[str], entry: ModelEntry, kind: str) -> int:
+        """Embedding inputs: their BPE count, times the provider's margin."""
+        enc = self._encoding(kind, entry.upstream)
+        return self._with_margin(sum(len(enc.encode_ordinary(t)) for t in texts), kind)
+
+    def _with_margin(self, tokens: int, kind: str) -> int:
         margin = self._margins.get(kind, max(self._margins.values()))
-        return math.ceil(tokens * margin - 1e-9) + images
+        return math.ceil(tokens * margin - 1e-9)
 
 
 def token_margins(config: GatewayConfig) -> dict[str, float]:

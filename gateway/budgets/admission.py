@@ -14,7 +14,7 @@ from gateway.budgets.policy import MICROS, accounts_for
 from gateway.budgets.shrink import shrink
 from gateway.budgets.spending import Estimate, Hold, Spending
 from gateway.config import ModelEntry
-from gateway.schema import ChatRequest
+from gateway.schema import ChatRequest, EmbeddingsRequest
 
 log = logging.getLogger("gateway.budgets")
 
@@ -33,7 +33,7 @@ class Decision:
     available: tuple[int | None, int | None] | None = None
     detail: str = ""
 
-    def event(self, request: ChatRequest) -> dict[str, object]:
+    def event(self, request: ChatRequest | EmbeddingsRequest) -> dict[str, object]:
         meta = request.metadata
         return {
             "event": "budget_decision", "action": self.action, "budget": self.budget,
@@ -72,7 +72,7 @@ class Admission:
         self._spending = spending
         self._servable = servable
 
-    def _record(self, decision: Decision, request: ChatRequest) -> Decision:
+    def _record(self, decision: Decision, request: ChatRequest | EmbeddingsRequest) -> Decision:
         log.info(json.dumps(decision.event(request), separators=(",", ":")))
         return decision
 
@@ -108,6 +108,21 @@ class Admission:
                 detail = "; ".join(f"{a}: {d}" for a, d, _ in done)
                 decision = Decision(action, estimate, refused.account.budget, refused.available, detail)
             return Admitted(hold, request, entries, self._record(decision, request))
+
+    async def admit_embeddings(self, request: EmbeddingsRequest, entries: dict[str, ModelEntry]) -> Hold | None:
+        """Embeddings are reserved and settled like chat calls; over budget they are refused (nothing to shrink)."""
+        accounts = accounts_for(self._spending.policy, request.metadata)
+        if not accounts:
+            return None
+        estimate = self._spending.estimate_embeddings(request, entries)
+        try:
+            hold = await self._spending.hold(accounts, estimate)
+        except BudgetRefused as refused:
+            self._record(Decision("refuse", estimate, refused.account.budget, refused.available, "embeddings"),
+                         request)  # fmt: skip
+            raise
+        self._record(Decision("allow", estimate), request)
+        return hold
 
     def _shrink(
         self, request: ChatRequest, entries: dict[str, ModelEntry], refused: BudgetRefused, floor: int

@@ -3,7 +3,7 @@ extend a stream's reservation when it runs past it, and settle the actual cost h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -11,7 +11,7 @@ from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_micr
 from gateway.budgets.policy import Account, BudgetPolicy
 from gateway.config import ModelEntry
 from gateway.pricing import Pricer
-from gateway.schema import ChatRequest, GatewayError, Usage
+from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, Usage
 from gateway.tokens import TokenEstimator
 
 DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output (configurable)
@@ -68,6 +68,12 @@ class Spending:
             tokens = max(tokens, inp + out)
         return Estimate(micros, tokens, prompt)
 
+    def estimate_embeddings(self, request: EmbeddingsRequest, entries: dict[str, ModelEntry]) -> Estimate:
+        """The inputs' BPE count (with each provider's margin), priced; the largest over the candidates."""
+        prompt = {n: self._tokens.input_tokens(request.texts, e, self._kind_of(e.provider)) for n, e in entries.items()}
+        micros = max(to_micros(self.price(e, Usage(input_tokens=prompt[n]))) for n, e in entries.items())
+        return Estimate(micros, max(prompt.values()), prompt)
+
     async def hold(self, accounts: list[Account], estimate: Estimate) -> Hold:
         reservation = await self.gate.reserve(accounts, estimate.micros, estimate.tokens)
         cut = any(self.policy.budgets[a.budget].mid_stream == "cut" for a in accounts)
@@ -116,13 +122,14 @@ class Spending:
         hold.reservation = self.gate.merge(hold.reservation, extra)
         return True
 
-    def settle(self, hold: Hold | None, entry: ModelEntry | None, usage: Usage | None,
-               cost: Decimal | None = None) -> None:  # fmt: skip
-        """Book what the provider bills for the call: `cost` if known, else `usage` priced for `entry`; nothing
-        when the call failed before anything was billed."""
+    def settle(self, hold: Hold | None, entry: ModelEntry | None, usage: Usage | None, cost: Decimal | None = None,
+               extra: Sequence[tuple[Decimal, int]] = ()) -> None:  # fmt: skip
+        """Book what the provider bills for the call: `cost` if known, else `usage` priced for `entry`, plus the
+        `extra` (cost, tokens) of attempts billed without answering; nothing when nothing was billed."""
         if hold is None:
             return
         if cost is None and usage is not None and entry is not None and (usage.input_tokens or usage.output_tokens):
             cost = self.price(entry, usage)
-        tokens = usage.total_tokens if usage is not None else 0
-        self.gate.settle(hold.reservation, to_micros(cost) if cost is not None else 0, tokens)
+        micros = (to_micros(cost) if cost is not None else 0) + sum(to_micros(c) for c, _ in extra)
+        tokens = (usage.total_tokens if usage is not None else 0) + sum(t for _, t in extra)
+        self.gate.settle(hold.reservation, micros, tokens)

@@ -10,8 +10,10 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from gateway.config import ModelEntry
 from gateway.pricing import Pricer
-from gateway.schema import STREAM_EVENT_ADAPTER, Usage
+from gateway.schema import STREAM_EVENT_ADAPTER, ChatRequest, Usage
+from gateway.tokens import TokenEstimator
 
 pytestmark = pytest.mark.ray
 USER = "budget-user"
@@ -221,3 +223,37 @@ def test_a_call_over_budget_is_downgraded_to_a_cheaper_model(gateway_url, emulat
     decision = answer.headers["x-gateway-budget"]
     assert decision.startswith("downgrade;") and "claude-haiku-4-5 -> gpt-4o-mini" in decision
     assert [b.model for b in _billed(emulator, "downgrade probe")] == ["gpt-4o-mini"]
+
+
+def test_embeddings_are_reserved_and_booked_at_the_billed_usage(gateway_url, emulator):
+    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    body = {"model": "text-embedding-3-small", "input": ["embedding probe one", "embedding probe two, longer"]}
+    answer = httpx.post(f"{gateway_url}/v1/embeddings", json=body, headers=ACCOUNTING, timeout=30)
+    assert answer.status_code == 200, answer.text
+    billed = _billed(emulator, "embedding probe one")
+    assert len(billed) == 1 and billed[0].input_tokens == answer.json()["usage"]["prompt_tokens"]
+    cost = _priced(billed, "openai", "text-embedding-3-small")
+    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
+    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
+    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+
+
+def test_an_attempt_abandoned_for_a_slow_first_token_is_charged_its_prompt(gateway_url, emulator):
+    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    messages = [{"role": "user", "content": "abandoned attempt probe"}]
+    body = {"model": "impatient-slow", "fallbacks": ["gpt-4o-mini"], "max_tokens": 20, "messages": messages}
+    finish = _native(gateway_url, body, ACCOUNTING)[-1]
+    assert finish.type == "finish" and finish.attempts == 2
+    records = _billed(emulator, "abandoned attempt probe")
+    stop = time.monotonic() + 10
+    while len(records) < 2 and time.monotonic() < stop:  # the slow one bills when it sees the gateway leave
+        time.sleep(0.05)
+        records = _billed(emulator, "abandoned attempt probe")
+    slow = [b for b in records if b.outcome == "disconnected"]  # (billed under the base model's name)
+    answered = [b for b in records if b.outcome == "ok"]
+    assert len(slow) == 1 and slow[0].output_tokens == 0 and slow[0].input_tokens > 0  # the provider billed it
+    request = ChatRequest(model="impatient-slow", messages=messages, max_tokens=20)
+    prompt = TokenEstimator().prompt_tokens(request, ModelEntry(provider="openai", upstream="gpt-4o-mini"), "openai")
+    abandoned = math.ceil(Pricer().cost("openai", "gpt-4o-mini", Usage(input_tokens=prompt)) * 1_000_000)
+    expected = before + _priced(answered, "openai", "gpt-4o-mini") + abandoned  # its prompt, as estimated
+    assert Decimal(_settles_to(gateway_url, "user", "accounting-user", expected)["spent_usd"]) * 1_000_000 == expected

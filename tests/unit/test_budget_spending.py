@@ -4,6 +4,7 @@ a call can end books (answered, cut with billed usage, the client gone, failed b
 from __future__ import annotations
 
 import asyncio
+import math
 from decimal import Decimal
 
 import pytest
@@ -13,8 +14,10 @@ from gateway.budgets.ledger import Ledger
 from gateway.budgets.policy import Account, Budget, BudgetPolicy
 from gateway.budgets.spending import Spending
 from gateway.budgets.store import SqliteSpendStore
+from gateway.config import ModelEntry, Timeouts
 from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer
+from gateway.providers import Target
 from gateway.schema import ChatRequest, ErrorKind, FinishEvent, GatewayError, StartEvent, TextDelta, Usage
 from gateway.tokens import TokenEstimator
 from tests.unit.test_pipeline import FakeProvider, FakeRegistry
@@ -140,3 +143,56 @@ async def test_with_the_ledger_down_a_replica_spends_its_lease_then_fails_closed
         assert exc.kind is ErrorKind.BUDGET_EXCEEDED and "unreachable" in exc.message
     else:
         raise AssertionError("a replica without a ledger must not spend beyond its lease")
+
+
+class TwoModels(FakeRegistry):
+    """`slow` (gpt-4o, its first token never comes in time) and `fast` (gpt-4o-mini), each with its own script."""
+
+    CATALOG = {"slow": ModelEntry(provider="fake", upstream="gpt-4o"),
+               "fast": ModelEntry(provider="fake", upstream="gpt-4o-mini")}  # fmt: skip
+
+    def __init__(self, scripts: dict[str, list]) -> None:
+        super().__init__(FakeProvider([]))
+        self.scripts = scripts
+
+    def target(self, model: str, kind: str = "chat") -> Target:
+        return Target(model, "fake", self.CATALOG[model])
+
+    @property
+    def catalog(self) -> dict:
+        return self.CATALOG
+
+    def provider(self, name: str):
+        registry = self
+
+        class ByTarget(FakeProvider):
+            async def stream(self, request, target):
+                self.script = registry.scripts[target.name]
+                async for event in FakeProvider.stream(self, request, target):
+                    yield event
+
+        return ByTarget([])
+
+    def timeouts(self, name: str) -> Timeouts:
+        return Timeouts(total=30, first_token=0.2)
+
+
+async def test_an_attempt_the_gateway_gave_up_on_is_charged_its_prompt_besides_the_answer(tmp_path):
+    finish = FinishEvent(finish_reason="stop", usage=Usage(input_tokens=1000, output_tokens=1000))
+    slow = [StartEvent(id="s", provider="fake", model="slow", upstream_model="gpt-4o"), 5.0, TextDelta(text="late")]
+    registry = TwoModels({"slow": slow, "fast": [START, TextDelta(text="hi"), finish]})
+    ledger = Ledger(SqliteSpendStore(tmp_path / "t.db"))
+    gate = BudgetGate(500_000, 200_000)
+
+    async def granter(account, want, need):
+        return ledger.grant("r", account, want, need)
+
+    gate.granter = granter
+    pricer, tokens = Pricer(), TokenEstimator()
+    pipeline = Pipeline(registry, pricer, spending=Spending(POLICY, gate, pricer, tokens, registry.kind))
+    request = REQ.model_copy(update={"model": "slow", "fallbacks": ("fast",)})
+    events = [e async for e in pipeline.stream(request)]
+    assert events[-1].type == "finish" and events[-1].attempts == 2
+    prompt = tokens.prompt_tokens(request, registry.CATALOG["slow"], "openai")
+    abandoned = math.ceil(pricer.cost("openai", "gpt-4o", Usage(input_tokens=prompt)) * 1_000_000)
+    assert _charged(gate) == (750 + abandoned, 2000 + prompt)  # the answer, and the prompt gpt-4o was sent
