@@ -103,6 +103,23 @@ class ControlLink:
             return
         self._gate.acknowledged(charges)  # type: ignore[union-attr]
 
+    async def _release_idle(self) -> None:
+        """Budget balances of accounts this replica stopped using (finished turns, past windows) go back."""
+        if self._gate is None or self._ticks % ALIVE_EVERY:
+            return
+        releases = self._gate.idle()
+        if not releases:
+            return
+        try:
+            self._control.actor_calls["background"] += 1
+            ref = self._get_ledger().release.remote(self._control.replica_id, releases)
+            await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._ledger = None
+            self._trouble("releasing idle budget balances", exc)
+            return
+        self._gate.released(releases)
+
     async def budget_status(self, account: str) -> dict[str, int | None]:
         await self._flush_charges()
         return await asyncio.wait_for(self._get_ledger().status.remote(account), CALL_TIMEOUT_S)
@@ -129,6 +146,7 @@ class ControlLink:
 
     async def sync_once(self) -> None:
         await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), return_exceptions=True)
+        await self._release_idle()  # after the flush: a forgotten account's charges are already booked
         await self._pull()
 
     async def _report(self) -> None:

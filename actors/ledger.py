@@ -6,6 +6,7 @@ import asyncio
 
 import ray
 
+from gateway.budgets.gate import IDLE_S
 from gateway.budgets.ledger import Lease, Ledger
 from gateway.budgets.policy import Account
 from gateway.budgets.store import Charge, open_store
@@ -21,14 +22,28 @@ class BudgetLedgerActor:
         self._ledger = Ledger(open_store(budgets))
         self._writing = asyncio.Lock()  # one store write at a time (a SQLite connection is not shared by threads)
 
+    async def _load(self, account: str) -> None:
+        """An account's first use reads its settled spend, in a thread and between writes (never counted twice)."""
+        if not self._ledger.loaded(account):
+            async with self._writing:
+                if not self._ledger.loaded(account):
+                    self._ledger.prime(account, await asyncio.to_thread(self._ledger.load, account))
+
     async def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
+        await self._load(account.id)
         return self._ledger.grant(replica, account, want, need)
 
     async def settle(self, replica: str, charges: list[Charge]) -> int:
         """The store write runs in a thread, so grants are not queued behind a batch of DynamoDB round trips."""
-        async with self._writing:
+        async with self._writing:  # the write and its booking in memory, with no account load in between
             fresh = await asyncio.to_thread(self._ledger.record, charges)
-        return self._ledger.apply(replica, fresh)
+            return self._ledger.apply(replica, fresh)
+
+    async def release(self, replica: str, releases: list[tuple[str, int, int]]) -> None:
+        for account, micros, tokens in releases:
+            self._ledger.release(replica, account, micros, tokens)
+        self._ledger.forget_idle(IDLE_S)
 
     async def status(self, account: str) -> dict[str, int | None]:
+        await self._load(account)
         return self._ledger.status(account)

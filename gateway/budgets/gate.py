@@ -18,6 +18,7 @@ from gateway.budgets.store import Charge
 from gateway.schema import ErrorKind, GatewayError
 
 REFUSAL_TTL_S = 1.0  # a refusal is reused locally this long (spend settles and windows roll meanwhile)
+IDLE_S = 120.0  # an account unused this long (a finished turn, yesterday's window) is given back to the ledger
 Granter = Callable[[Account, tuple[int, int], tuple[int, int]], Awaitable[Lease | None]]
 
 
@@ -53,6 +54,9 @@ class BudgetGate:
         self._refusals: dict[str, tuple[float, tuple[int, int], Lease]] = {}
         self.outbox: list[Charge] = []
         self.granter: Granter | None = None
+        self._used: dict[str, float] = {}  # account -> last reservation or settlement (monotonic)
+        self._inflight: dict[str, int] = {}  # account -> reservations not yet settled
+        self.releases: list[tuple[str, int, int]] = []  # forgotten balances the ledger has not taken back yet
 
     @staticmethod
     def _need(account: Account, micros: int, tokens: int) -> tuple[int, int]:
@@ -68,10 +72,13 @@ class BudgetGate:
         for _ in range(3):  # a concurrent request may spend a balance while this one waits for a grant
             short = [a for a in accounts if not self._covers(a, micros, tokens)]
             if not short:
+                now = time.monotonic()
                 for a in accounts:
                     need, balance = self._need(a, micros, tokens), self._balance[a.id]
                     balance[0] -= need[0]
                     balance[1] -= need[1]
+                    self._used[a.id] = now
+                    self._inflight[a.id] = self._inflight.get(a.id, 0) + 1
                 return Reservation(uuid.uuid4().hex, tuple(accounts), micros, tokens)
             for a in short:
                 await self._top_up(a, self._need(a, micros, tokens), micros, tokens)
@@ -90,6 +97,7 @@ class BudgetGate:
 
     async def _grant(self, account: Account, need: tuple[int, int], micros: int, tokens: int) -> None:
         balance = self._balance.setdefault(account.id, [0, 0])
+        self._used[account.id] = time.monotonic()
         missing = (max(0, need[0] - balance[0]), max(0, need[1] - balance[1]))
         lease = await self.granter(account, (max(self._chunk[0], missing[0]), max(self._chunk[1], missing[1])),
                                    missing) if self.granter is not None else None  # fmt: skip
@@ -130,7 +138,10 @@ class BudgetGate:
 
     def settle(self, reservation: Reservation, micros: int, tokens: int) -> None:
         """The call's actual spend: the unused part of the reservation returns to the local balances."""
+        now = time.monotonic()
         for a in reservation.accounts:
+            self._used[a.id] = now
+            self._inflight[a.id] = max(0, self._inflight.get(a.id, 0) - 1)
             held = self._need(a, reservation.micros, reservation.tokens)
             spent = self._need(a, micros, tokens)
             balance = self._balance.setdefault(a.id, [0, 0])
@@ -138,6 +149,25 @@ class BudgetGate:
             balance[1] += held[1] - spent[1]
         if micros or tokens:
             self.outbox.append(Charge(reservation.id, tuple(a.id for a in reservation.accounts), micros, tokens))
+
+    def idle(self, idle_s: float = IDLE_S, now: float | None = None) -> list[tuple[str, int, int]]:
+        """Forget accounts nobody has used for `idle_s` and that hold no reservation; their balances (account,
+        micros, tokens) join `releases`, which the ledger takes back. Keeps a replica's memory flat across turns."""
+        now = time.monotonic() if now is None else now
+        out = self.releases
+        for account, used in list(self._used.items()):
+            lock = self._locks.get(account)
+            if now - used < idle_s or self._inflight.get(account, 0) or (lock is not None and lock.locked()):
+                continue
+            balance = self._balance.pop(account, [0, 0])
+            for table in (self._used, self._inflight, self._locks, self._refusals):
+                table.pop(account, None)  # type: ignore[attr-defined]
+            out.append((account, max(0, balance[0]), max(0, balance[1])))
+        return out
+
+    def released(self, releases: list[tuple[str, int, int]]) -> None:
+        done = set(releases)
+        self.releases = [r for r in self.releases if r not in done]
 
     def take_outbox(self, limit: int = 500) -> list[Charge]:
         return self.outbox[:limit]

@@ -4,6 +4,7 @@ concurrent replicas cannot overshoot it by more than what their in-flight calls 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from gateway.budgets.policy import Account
@@ -37,14 +38,43 @@ def _share(left: int | None, want: int, need: int, holders: int) -> int | None:
 class Ledger:
     def __init__(self, store: SpendStore) -> None:
         self._store = store
-        self._spent: dict[str, list[int]] = {a: [m, t] for a, (m, t) in store.totals().items()}
+        self._spent: dict[str, list[int]] = {}  # settled spend of the accounts in use, read from the store lazily
         self._accounts: dict[str, Account] = {}
         self._leased: dict[str, dict[str, list[int]]] = {}  # account -> replica -> outstanding [micros, tokens]
+        self._used: dict[str, float] = {}  # account -> last grant, settlement or release (monotonic)
+
+    def loaded(self, account: str) -> bool:
+        return account in self._spent
+
+    def load(self, account: str) -> tuple[int, int]:
+        """Read one account's settled spend from the store (blocking I/O; the actor runs it off its loop)."""
+        return self._store.total(account)
+
+    def prime(self, account: str, total: tuple[int, int]) -> None:
+        self._spent.setdefault(account, [total[0], total[1]])
+        self._used.setdefault(account, time.monotonic())
+
+    def _spent_of(self, account: str) -> list[int]:
+        if account not in self._spent:
+            self.prime(account, self.load(account))
+        return self._spent[account]
+
+    def forget_idle(self, idle_s: float, now: float | None = None) -> int:
+        """Drop accounts with no lease outstanding, unused for `idle_s` (finished turns, past windows): their
+        spend stays in the store, and is read again if they are used again. Returns how many were dropped."""
+        now = time.monotonic() if now is None else now
+        gone = [a for a, used in self._used.items()
+                if now - used >= idle_s and not any(m or t for m, t in self._leased.get(a, {}).values())]  # fmt: skip
+        for account in gone:
+            for table in (self._spent, self._accounts, self._leased, self._used):
+                table.pop(account, None)  # type: ignore[attr-defined]
+        return len(gone)
 
     def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
         """A lease of up to `want` (micros, tokens), never less than `need` (one request) unless refused."""
         self._accounts[account.id] = account
-        spent = self._spent.setdefault(account.id, [0, 0])
+        self._used[account.id] = time.monotonic()
+        spent = self._spent_of(account.id)
         leased = self._leased.setdefault(account.id, {})
         holders = len(leased.keys() | {replica})
         out_m = sum(v[0] for v in leased.values())
@@ -72,11 +102,14 @@ class Ledger:
 
     def apply(self, replica: str, fresh: list[Charge]) -> int:
         """The in-memory half of `settle`, for charges the store has just recorded for the first time."""
+        now = time.monotonic()
         for charge in fresh:
             for account in charge.accounts:
-                spent = self._spent.setdefault(account, [0, 0])
-                spent[0] += charge.micros
-                spent[1] += charge.tokens
+                spent = self._spent.get(account)  # not loaded: the store has it, and is read when it is needed
+                if spent is not None:
+                    spent[0] += charge.micros
+                    spent[1] += charge.tokens
+                    self._used[account] = now
                 held = self._leased.get(account, {}).get(replica)
                 if held is not None:
                     held[0] = max(0, held[0] - charge.micros)
@@ -91,7 +124,7 @@ class Ledger:
             held[1] = max(0, held[1] - tokens)
 
     def status(self, account: str) -> dict[str, int | None]:
-        spent = self._spent.get(account, [0, 0])
+        spent = self._spent_of(account)
         leased = self._leased.get(account, {})
         reserved = [sum(v[0] for v in leased.values()), sum(v[1] for v in leased.values())]
         known = self._accounts.get(account)

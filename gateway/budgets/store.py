@@ -29,6 +29,10 @@ class SpendStore(Protocol):
         """Persist `charges`; return those not seen before (a replay records nothing twice)."""
         ...
 
+    def total(self, account: str) -> tuple[int, int]:
+        """Settled (micros, tokens) of one account id."""
+        ...
+
     def totals(self) -> dict[str, tuple[int, int]]:
         """Settled (micros, tokens) per account id."""
         ...
@@ -44,6 +48,7 @@ class SqliteSpendStore:
             "CREATE TABLE IF NOT EXISTS charges (id TEXT NOT NULL, account TEXT NOT NULL, micros INTEGER NOT NULL,"
             " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (id, account))"
         )
+        self._db.execute("CREATE INDEX IF NOT EXISTS charges_by_account ON charges (account)")
 
     def record(self, charges: Iterable[Charge]) -> list[Charge]:
         fresh: list[Charge] = []
@@ -65,6 +70,10 @@ class SqliteSpendStore:
             self._db.execute("ROLLBACK")
             raise
         return fresh
+
+    def total(self, account: str) -> tuple[int, int]:
+        row = self._db.execute("SELECT SUM(micros), SUM(tokens) FROM charges WHERE account = ?", (account,)).fetchone()
+        return (int(row[0] or 0), int(row[1] or 0))
 
     def totals(self) -> dict[str, tuple[int, int]]:
         rows = self._db.execute("SELECT account, SUM(micros), SUM(tokens) FROM charges GROUP BY account")

@@ -229,3 +229,12 @@ def test_open_store_picks_the_backend_from_the_config(dynamo_url, table, tmp_pat
         BudgetsConfig(backend="dynamo")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         BudgetsConfig(dynamodb={"table": "t", "tabel": "typo"})
+
+
+def test_one_accounts_total_is_read_alone(dynamo_url, table):
+    store = _store(dynamo_url, table)
+    store.record(BATCH)
+    expected = _expected(BATCH)
+    for account, total in expected.items():
+        assert store.total(account) == total
+    assert store.total("never|used|turn") == (0, 0)

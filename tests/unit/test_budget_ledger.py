@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -97,3 +98,16 @@ def test_released_capacity_can_be_leased_again(tmp_path):
     assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).refused  # 3,750 left < 4,000 needed
     ledger.release("a", ACCOUNT.id, 5_000, 0)
     assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).micros == 4_000
+
+
+def test_an_idle_account_is_forgotten_only_without_leases_and_its_spend_is_read_back_when_used_again(tmp_path):
+    ledger = _ledger(tmp_path)
+    ledger.grant("a", ACCOUNT, want=(5_000, 0), need=(1_000, 0))
+    ledger.settle("a", [Charge("call-1", (ACCOUNT.id,), 1_000, 10)])
+    later = time.monotonic() + 3600
+    assert ledger.forget_idle(60, now=later) == 0  # a replica still holds 4,000 of it
+    ledger.release("a", ACCOUNT.id, 4_000, 0)
+    assert ledger.forget_idle(60, now=later) == 1 and not ledger.loaded(ACCOUNT.id)
+    ledger.settle("b", [Charge("call-2", (ACCOUNT.id,), 500, 5)])  # booked in the store while forgotten
+    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_500
+    assert ledger.status(ACCOUNT.id)["spent_tokens"] == 15  # each charge counted once

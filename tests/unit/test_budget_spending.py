@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from decimal import Decimal
 
 import pytest
@@ -196,3 +197,17 @@ async def test_an_attempt_the_gateway_gave_up_on_is_charged_its_prompt_besides_t
     prompt = tokens.prompt_tokens(request, registry.CATALOG["slow"], "openai")
     abandoned = math.ceil(pricer.cost("openai", "gpt-4o", Usage(input_tokens=prompt)) * 1_000_000)
     assert _charged(gate) == (750 + abandoned, 2000 + prompt)  # the answer, and the prompt gpt-4o was sent
+
+
+async def test_an_idle_account_goes_back_to_the_ledger_unless_a_call_still_holds_it(tmp_path):
+    _, (gate, _), calls = _gates(tmp_path)
+    held = await gate.reserve([ACCOUNT], 14, 0)  # leases 70
+    later = time.monotonic() + 3600
+    assert gate.idle(60, now=later) == []  # a call is in flight on it
+    gate.settle(held, 10, 0)
+    back = [(ACCOUNT.id, 60, 200_000)]  # 70 leased - 10 spent (and the token part of the lease, unlimited here)
+    assert gate.idle(60, now=later) == back and gate.releases == back
+    gate.released(gate.releases)
+    assert gate.releases == [] and gate.idle(60, now=later) == []
+    await gate.reserve([ACCOUNT], 14, 0)  # used again: a new lease
+    assert len(calls) == 2
