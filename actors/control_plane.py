@@ -103,6 +103,20 @@ class ControlLink:
             return
         self._gate.acknowledged(charges)  # type: ignore[union-attr]
 
+    async def _top_up_budgets(self) -> None:
+        """Balances running low are refilled here, off the request path (as rate leases are)."""
+        if self._gate is None:
+            return
+        for account, want in self._gate.wants():
+            try:
+                self._control.actor_calls["background"] += 1
+                ref = self._get_ledger().grant.remote(self._control.replica_id, account, want, (0, 0))
+                self._gate.install(account, await asyncio.wait_for(ref, CALL_TIMEOUT_S))
+            except (RayError, TimeoutError) as exc:
+                self._ledger = None
+                self._trouble("a budget lease", exc)
+                return
+
     async def _release_idle(self) -> None:
         """Budget balances of accounts this replica stopped using (finished turns, past windows) go back."""
         if self._gate is None or self._ticks % ALIVE_EVERY:
@@ -145,7 +159,8 @@ class ControlLink:
             await asyncio.sleep(max(0.0, self._cfg.interval_s - (time.monotonic() - started)))
 
     async def sync_once(self) -> None:
-        await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), return_exceptions=True)
+        await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), self._top_up_budgets(),
+                             return_exceptions=True)  # fmt: skip
         await self._release_idle()  # after the flush: a forgotten account's charges are already booked
         await self._pull()
 

@@ -55,7 +55,8 @@ class BudgetGate:
         self.outbox: list[Charge] = []
         self.granter: Granter | None = None
         self._used: dict[str, float] = {}  # account -> last reservation or settlement (monotonic)
-        self._inflight: dict[str, int] = {}  # account -> reservations not yet settled
+        self._held: dict[str, list[int]] = {}  # account -> reservations not yet settled: [count, micros, tokens]
+        self._accounts: dict[str, Account] = {}
         self.releases: list[tuple[str, int, int]] = []  # forgotten balances the ledger has not taken back yet
 
     @staticmethod
@@ -78,7 +79,8 @@ class BudgetGate:
                     balance[0] -= need[0]
                     balance[1] -= need[1]
                     self._used[a.id] = now
-                    self._inflight[a.id] = self._inflight.get(a.id, 0) + 1
+                    held = self._held.setdefault(a.id, [0, 0, 0])
+                    held[0], held[1], held[2] = held[0] + 1, held[1] + need[0], held[2] + need[1]
                 return Reservation(uuid.uuid4().hex, tuple(accounts), micros, tokens)
             for a in short:
                 await self._top_up(a, self._need(a, micros, tokens), micros, tokens)
@@ -95,11 +97,19 @@ class BudgetGate:
                 raise self._exceeded(account, refusal[2], micros, tokens, self._balance.get(account.id))  # no 2nd call
             await self._grant(account, need, micros, tokens)
 
+    def _target(self, account_id: str) -> tuple[int, int]:
+        """The balance a replica aims to hold: a lease chunk, or twice what its calls have reserved in flight
+        (so a busy replica with large worst cases does not ask the ledger every few calls)."""
+        held = self._held.get(account_id, (0, 0, 0))
+        return max(self._chunk[0], 2 * held[1]), max(self._chunk[1], 2 * held[2])
+
     async def _grant(self, account: Account, need: tuple[int, int], micros: int, tokens: int) -> None:
         balance = self._balance.setdefault(account.id, [0, 0])
         self._used[account.id] = time.monotonic()
+        self._accounts[account.id] = account
         missing = (max(0, need[0] - balance[0]), max(0, need[1] - balance[1]))
-        lease = await self.granter(account, (max(self._chunk[0], missing[0]), max(self._chunk[1], missing[1])),
+        target = self._target(account.id)
+        lease = await self.granter(account, (max(target[0], missing[0]), max(target[1], missing[1])),
                                    missing) if self.granter is not None else None  # fmt: skip
         if lease is None:
             raise GatewayError(ErrorKind.BUDGET_EXCEEDED, f"budget `{account.budget}` cannot be checked (the ledger is "
@@ -130,9 +140,12 @@ class BudgetGate:
     def limits_tokens(reservation: Reservation) -> bool:
         return any(a.limit_tokens is not None for a in reservation.accounts)
 
-    @staticmethod
-    def merge(reservation: Reservation, extra: Reservation) -> Reservation:
+    def merge(self, reservation: Reservation, extra: Reservation) -> Reservation:
         """One reservation holding both (a stream's extension): settled once, under the first one's id."""
+        for a in extra.accounts:
+            held = self._held.get(a.id)
+            if held is not None:
+                held[0] -= 1  # its amounts stay held until the merged reservation settles
         return Reservation(reservation.id, reservation.accounts, reservation.micros + extra.micros,
                            reservation.tokens + extra.tokens)  # fmt: skip
 
@@ -141,12 +154,14 @@ class BudgetGate:
         now = time.monotonic()
         for a in reservation.accounts:
             self._used[a.id] = now
-            self._inflight[a.id] = max(0, self._inflight.get(a.id, 0) - 1)
             held = self._need(a, reservation.micros, reservation.tokens)
             spent = self._need(a, micros, tokens)
             balance = self._balance.setdefault(a.id, [0, 0])
             balance[0] += held[0] - spent[0]
             balance[1] += held[1] - spent[1]
+            inflight = self._held.get(a.id)
+            if inflight is not None:
+                inflight[0], inflight[1], inflight[2] = inflight[0] - 1, inflight[1] - held[0], inflight[2] - held[1]
         if micros or tokens:
             self.outbox.append(Charge(reservation.id, tuple(a.id for a in reservation.accounts), micros, tokens))
 
@@ -157,13 +172,35 @@ class BudgetGate:
         out = self.releases
         for account, used in list(self._used.items()):
             lock = self._locks.get(account)
-            if now - used < idle_s or self._inflight.get(account, 0) or (lock is not None and lock.locked()):
+            if now - used < idle_s or self._held.get(account, (0,))[0] > 0 or (lock is not None and lock.locked()):
                 continue
             balance = self._balance.pop(account, [0, 0])
-            for table in (self._used, self._inflight, self._locks, self._refusals):
+            for table in (self._used, self._held, self._locks, self._refusals, self._accounts):
                 table.pop(account, None)  # type: ignore[attr-defined]
             out.append((account, max(0, balance[0]), max(0, balance[1])))
         return out
+
+    def wants(self) -> list[tuple[Account, tuple[int, int]]]:
+        """Accounts whose balance fell below half its target, and what would fill it: the background sync
+        asks for these, so a request rarely waits for a grant. Not while a grant or a recent refusal stands."""
+        now, out = time.monotonic(), []
+        for account_id, account in self._accounts.items():
+            lock, refusal = self._locks.get(account_id), self._refusals.get(account_id)
+            if (lock is not None and lock.locked()) or (refusal is not None and now - refusal[0] < REFUSAL_TTL_S):
+                continue
+            balance, target = self._balance.get(account_id, (0, 0)), self._target(account_id)
+            low_m = account.limit_micros is not None and balance[0] < target[0] // 2
+            low_t = account.limit_tokens is not None and balance[1] < target[1] // 2
+            if low_m or low_t:
+                out.append((account, (max(0, target[0] - balance[0]), max(0, target[1] - balance[1]))))
+        return out
+
+    def install(self, account: Account, lease: Lease) -> None:
+        """A background grant: added to the balance (a refusal is not cached: no request asked)."""
+        if account.id in self._accounts and not lease.refused:
+            balance = self._balance.setdefault(account.id, [0, 0])
+            balance[0] += lease.micros
+            balance[1] += lease.tokens
 
     def released(self, releases: list[tuple[str, int, int]]) -> None:
         done = set(releases)

@@ -211,3 +211,19 @@ async def test_an_idle_account_goes_back_to_the_ledger_unless_a_call_still_holds
     assert gate.releases == [] and gate.idle(60, now=later) == []
     await gate.reserve([ACCOUNT], 14, 0)  # used again: a new lease
     assert len(calls) == 2
+
+
+async def test_a_balance_running_low_is_refilled_in_the_background_to_twice_what_is_in_flight(tmp_path):
+    ledger, (gate, _), calls = _gates(tmp_path)
+    big = Account("big", "u", "d", 10_000_000, None)
+    gate._chunk = (100, 200_000)  # a small lease chunk; the calls below reserve 400 each
+    held = [await gate.reserve([big], 400, 0) for _ in range(3)]
+    assert len(calls) == 2  # the second grant already asked for twice what was in flight (800)
+    [(account, want)] = gate.wants()  # 1,200 in flight: the target is 2,400
+    assert account == big and want[0] == 2_400 - gate._balance[big.id][0]
+    gate.install(big, ledger.grant("r0", big, want, (0, 0)))
+    assert gate.wants() == []
+    more = [await gate.reserve([big], 400, 0) for _ in range(5)]  # served from the balance: no grant
+    assert len(calls) == 2
+    for r in held + more:
+        gate.settle(r, 100, 0)
