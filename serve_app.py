@@ -103,7 +103,7 @@ def build_app(config: GatewayConfig) -> Application:
         policy = load_policy(config.routing_policy, config.models)
         config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
     prices = load_price_table(config.pricing.table) if config.pricing.table else {}
-    budgets = load_budgets(config.budgets.policy) if config.budgets.policy else None
+    budgets = load_budgets(config.budgets.policy, config.models) if config.budgets.policy else None
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,

@@ -47,7 +47,9 @@ class Result:
 async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bool, warmup: float = 1.0) -> Result:
     """Each of `concurrency` workers sends requests back to back for `seconds` (after a warm-up)."""
     payload = json.dumps(body).encode()
-    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    # who is calling: budgets (when on) spend from these accounts; other upstreams ignore the headers
+    headers = {"content-type": "application/json", "authorization": "Bearer bench", "x-gateway-daemon": "executor",
+               "x-gateway-org": "bench-org", "x-gateway-user": "bench-user"}  # fmt: skip
     lat: list[float] = []
     ttfb: list[float] = []
     ttft: list[float] = []

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def main() -> int:
     parser.add_argument("--client-cpus", default="0")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--gateway-model", default="auto", help="model the gateway is asked for ('' = same as direct)")
+    parser.add_argument("--budgets", action="store_true", help="budgets on (bench/budgets.bench.yaml, 4 accounts)")
     args = parser.parse_args()
     emu_port, gw_port = free_port(), free_port()
     env = {
@@ -107,6 +109,9 @@ def main() -> int:
         "GATEWAY_PORT": str(gw_port),
         "LLM_GATEWAY_STATE_DIR": str(ROOT / ".gateway"),
     }
+    spend_db = Path(tempfile.mkdtemp(prefix="bench-spend-")) / "spend.db"  # a fresh ledger every run
+    if args.budgets:
+        env |= {"BENCH_BUDGETS": str(ROOT / "bench" / "budgets.bench.yaml"), "BENCH_SPEND_DB": str(spend_db)}
     emulator = start_emulator(emu_port, args.delays[0], args.chunks, args.client_cpus)
     gateway = subprocess.Popen(
         [

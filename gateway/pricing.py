@@ -81,6 +81,14 @@ class Pricer:
             self._known[key] = self.cost(provider_kind, model, Usage(input_tokens=1, output_tokens=1)) is not None
         return self._known[key]
 
+    def linear(self, provider_kind: str, model: str) -> tuple[Decimal, Decimal] | None:
+        """(input, output) dollars per million tokens when the price is flat (no tiers), else None."""
+        if (provider_kind, model) in self._unknown:
+            price = self._table.get(provider_kind, {}).get(model) or self._default
+            return (price.input_mtok, price.output_mtok) if price is not None else None
+        flat = self._flat_prices(_PROVIDER_IDS.get(provider_kind, provider_kind), model)
+        return (flat[0], flat[3]) if flat is not None else None
+
     def cost(self, provider_kind: str, model: str, usage: Usage) -> Decimal | None:
         provider = _PROVIDER_IDS.get(provider_kind, provider_kind)
         key = (provider_kind, model)

@@ -31,16 +31,26 @@ class TokenEstimator:
     def __init__(self, margins: Mapping[str, float] | None = None) -> None:
         self._margins = {**DEFAULT_MARGINS, **(margins or {})}
         self._encodings: dict[str, bpe_openai.Encoding] = {}
+        self._by_model: dict[tuple[str, str], bpe_openai.Encoding] = {}
+
+    @staticmethod
+    def encoding_name(kind: str, upstream: str) -> str:
+        """o200k_base, except OpenAI models that bpe-openai maps to another encoding (cl100k for gpt-4 / 3.5)."""
+        if kind != "openai":
+            return "o200k_base"
+        try:
+            return bpe_openai.encoding_name_for_model(upstream)
+        except KeyError:
+            return "o200k_base"  # current OpenAI models (o-series, gpt-4.1, gpt-5) use o200k
 
     def _encoding(self, kind: str, upstream: str) -> bpe_openai.Encoding:
-        name = "o200k_base"
-        if kind == "openai":
-            try:
-                name = bpe_openai.encoding_name_for_model(upstream)
-            except KeyError:
-                name = "o200k_base"  # current OpenAI models (o-series, gpt-4.1, gpt-5) use o200k
+        cached = self._by_model.get((kind, upstream))
+        if cached is not None:
+            return cached
+        name = self.encoding_name(kind, upstream)
         if name not in self._encodings:
             self._encodings[name] = bpe_openai.get_encoding(name)
+        self._by_model[(kind, upstream)] = self._encodings[name]
         return self._encodings[name]
 
     def count_text(self, text: str, kind: str = "openai", upstream: str = "gpt-4o") -> int:

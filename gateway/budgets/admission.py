@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.budgets.gate import BudgetRefused
-from gateway.budgets.policy import MICROS, accounts_for
+from gateway.budgets.policy import MICROS
 from gateway.budgets.shrink import shrink
 from gateway.budgets.spending import Estimate, Hold, Spending
 from gateway.config import ModelEntry
@@ -73,12 +73,13 @@ class Admission:
         self._servable = servable
 
     def _record(self, decision: Decision, request: ChatRequest | EmbeddingsRequest) -> Decision:
-        log.info(json.dumps(decision.event(request), separators=(",", ":")))
+        if log.isEnabledFor(logging.INFO):
+            log.info(json.dumps(decision.event(request), separators=(",", ":")))
         return decision
 
     async def admit(self, request: ChatRequest, entries: dict[str, ModelEntry]) -> Admitted:
         spending = self._spending
-        accounts = accounts_for(spending.policy, request.metadata)
+        accounts = spending.accounts(request.metadata)
         if not accounts:
             return Admitted(None, request, entries)
         tried: set[tuple[str, str]] = set()
@@ -111,7 +112,7 @@ class Admission:
 
     async def admit_embeddings(self, request: EmbeddingsRequest, entries: dict[str, ModelEntry]) -> Hold | None:
         """Embeddings are reserved and settled like chat calls; over budget they are refused (nothing to shrink)."""
-        accounts = accounts_for(self._spending.policy, request.metadata)
+        accounts = self._spending.accounts(request.metadata)
         if not accounts:
             return None
         estimate = self._spending.estimate_embeddings(request, entries)

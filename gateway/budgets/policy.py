@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.config import ConfigError, ModelEntry
 from gateway.routing.policy import load_policy_file
 from gateway.schema.chat import GatewayMetadata
 
@@ -51,6 +52,15 @@ class BudgetPolicy(BaseModel):
 
     budgets: dict[str, Budget] = {}
 
+    def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
+        """A downgrade target must be a chat model of the catalog: a load-time error naming the field."""
+        for name, budget in self.budgets.items():
+            for i, model in enumerate(budget.downgrade_to):
+                entry = catalog.get(model)
+                if entry is None or entry.kind != "chat":
+                    what = "unknown model" if entry is None else "not a chat model:"
+                    raise ConfigError(f"{source}: budgets.{name}.downgrade_to.{i}: {what} `{model}`")
+
 
 @dataclass(frozen=True, slots=True)
 class Account:
@@ -61,19 +71,16 @@ class Account:
     window: str
     limit_micros: int | None
     limit_tokens: int | None
+    id: str = field(init=False, compare=False)  # "budget|key|window", computed once (it keys every table)
 
-    @property
-    def id(self) -> str:
-        return f"{self.budget}|{self.key}|{self.window}"
-
-
-def _window(window: str, now: datetime) -> str:
-    return now.strftime("%Y-%m-%d") if window == "day" else now.strftime("%Y-%m") if window == "month" else "turn"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.budget}|{self.key}|{self.window}")
 
 
 def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | None = None) -> list[Account]:
     """Every account a call with this metadata spends from (windows in UTC)."""
     now = now or datetime.now(tz=UTC)
+    windows = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "turn": "turn"}
     values: Mapping[str, str | None] = {
         "global": "*", "daemon": meta.daemon, "org": meta.org, "user": meta.user, "turn": meta.turn_id,
     }  # fmt: skip
@@ -82,9 +89,12 @@ def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | No
         value = values[b.scope]
         if value is None or (b.key is not None and b.key != value):
             continue
-        out.append(Account(name, value, _window(b.window, now), b.limit_micros, b.limit_tokens))
+        out.append(Account(name, value, windows[b.window], b.limit_micros, b.limit_tokens))
     return out
 
 
-def load_budgets(path: str | Path) -> BudgetPolicy:
-    return load_policy_file(path, BudgetPolicy.model_validate)[0]
+def load_budgets(path: str | Path, catalog: Mapping[str, ModelEntry] | None = None) -> BudgetPolicy:
+    policy, file = load_policy_file(path, BudgetPolicy.model_validate)
+    if catalog is not None:
+        policy.check_models(catalog, str(file))
+    return policy

@@ -3,17 +3,20 @@ extend a stream's reservation when it runs past it, and settle the actual cost h
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_micros
-from gateway.budgets.policy import Account, BudgetPolicy
+from gateway.budgets.policy import Account, BudgetPolicy, accounts_for
 from gateway.config import ModelEntry
 from gateway.pricing import Pricer
 from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, Usage
+from gateway.schema.chat import GatewayMetadata
 from gateway.tokens import TokenEstimator
 
+ACCOUNTS_CACHE = 4096  # callers whose accounts are kept (a turn id is a new caller)
 DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output (configurable)
 
 
@@ -45,7 +48,19 @@ class Spending:
     def __init__(self, policy: BudgetPolicy, gate: BudgetGate, pricer: Pricer, tokens: TokenEstimator,
                  kind_of: Callable[[str], str], default_output: int = DEFAULT_MAX_OUTPUT) -> None:  # fmt: skip
         self.policy, self.gate, self.default_output = policy, gate, default_output
+        self._accounts: dict[tuple[int, str | None, ...], list[Account]] = {}
         self._pricer, self._tokens, self._kind_of = pricer, tokens, kind_of
+
+    def accounts(self, meta: GatewayMetadata) -> list[Account]:
+        """The accounts a caller spends from today (cached per caller and UTC day; bounded)."""
+        day = int(time.time() // 86_400)
+        key = (day, meta.daemon, meta.org, meta.user, meta.turn_id)
+        found = self._accounts.get(key)
+        if found is None:
+            if len(self._accounts) >= ACCOUNTS_CACHE:
+                self._accounts.clear()
+            found = self._accounts[key] = accounts_for(self.policy, meta)
+        return found
 
     def price(self, entry: ModelEntry, usage: Usage) -> Decimal:
         cost = self._pricer.cost(self._kind_of(entry.provider), entry.price_as or entry.upstream, usage)
@@ -60,8 +75,13 @@ class Spending:
         """Prompt estimate (BPE, with each provider's margin) plus the whole output allowance, priced; the
         largest over the candidates."""
         micros, tokens, prompt = 0, 0, {}
+        counted: dict[tuple[str, str], int] = {}  # candidates that share a tokenizer and margin share a count
         for name, entry in entries.items():
-            inp = self._tokens.prompt_tokens(request, entry, self._kind_of(entry.provider))
+            kind = self._kind_of(entry.provider)
+            key = (kind, self._tokens.encoding_name(kind, entry.upstream))  # cached by the estimator
+            if key not in counted:
+                counted[key] = self._tokens.prompt_tokens(request, entry, kind)
+            inp = counted[key]
             out = self.allowance(request, entry)
             prompt[name] = inp
             micros = max(micros, to_micros(self.price(entry, Usage(input_tokens=inp, output_tokens=out))))
@@ -81,17 +101,24 @@ class Spending:
 
     def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_micros: int = 0) -> int:
         """How many output tokens `hold` pays for on `entry` after `input_tokens` of prompt and `prior_micros`
-        already spent (a broken stream this one continues): a binary search, so tiered prices are handled."""
+        already spent (a broken stream this one continues). Solved directly for a flat price; a binary search
+        over the price function otherwise (tiers)."""
         res = hold.reservation
-        cap = res.tokens - input_tokens if self.gate.limits_tokens(res) else 1 << 30
+        cap = max(0, res.tokens - input_tokens) if self.gate.limits_tokens(res) else 1 << 30
         if not self.gate.limits_micros(res):
-            return max(0, cap)
+            return cap
+        left = res.micros - prior_micros  # micro-dollars; a call costs ceil(input x in + output x out)
+        linear = self._pricer.linear(self._kind_of(entry.provider), entry.price_as or entry.upstream)
+        if linear is not None:
+            left -= input_tokens * linear[0]
+            if left < 0:
+                return 0
+            return cap if linear[1] == 0 else min(cap, int(left / linear[1]))
 
         def fits(out: int) -> bool:
-            cost = self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))
-            return to_micros(cost) + prior_micros <= res.micros
+            return to_micros(self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))) <= left
 
-        low, high = 0, max(0, cap)
+        low, high = 0, min(cap, 1 << 24)
         if not fits(0):
             return 0
         while low < high:

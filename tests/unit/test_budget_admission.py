@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.budgets.gate import BudgetGate
+from gateway.budgets.gate import BudgetGate, Reservation, to_micros
 from gateway.budgets.ledger import Ledger
-from gateway.budgets.policy import Budget, BudgetPolicy
+from gateway.budgets.policy import Account, Budget, BudgetPolicy
 from gateway.budgets.shrink import MARKER, TOOL_KEEP_CHARS, shrink
-from gateway.budgets.spending import Spending
+from gateway.budgets.spending import Hold, Spending
 from gateway.budgets.store import SqliteSpendStore
 from gateway.config import ModelEntry
 from gateway.pipeline import Pipeline
@@ -222,3 +222,17 @@ async def test_a_stream_past_its_reservation_extends_it_when_the_budget_has_room
     events = [e async for e in pipeline.stream(STREAM)]
     assert events[-1].finish_reason == "stop" and len([e for e in events if e.type == "text_delta"]) == 20
     assert sum(c.tokens for c in gate.outbox) == 9 + 20
+
+
+def test_the_output_a_reservation_pays_for_is_the_most_that_still_fits(tmp_path):
+    spending = _pipeline(tmp_path, Budget(scope="turn", window="turn", limit_usd=Decimal(1)))[0].spending
+    entry = Registry.CATALOG["small"]  # gpt-4o-mini: $0.15 in, $0.60 out per million
+    for micros, prior in ((1_000, 0), (999, 37), (7, 0), (60, 59)):
+        account = Account("turn-cap", "t", "turn", 10**9, None)
+        hold = Hold(Reservation("r", (account,), micros, 0), 100, {}, True)
+        limit = spending.output_limit(hold, entry, 100, prior)
+
+        def cost(out: int, prior: int = prior) -> int:
+            return to_micros(spending.price(entry, Usage(input_tokens=100, output_tokens=out))) + prior
+
+        assert (limit == 0 and cost(0) > micros) or (cost(limit) <= micros < cost(limit + 1))

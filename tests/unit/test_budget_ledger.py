@@ -111,3 +111,17 @@ def test_an_idle_account_is_forgotten_only_without_leases_and_its_spend_is_read_
     ledger.settle("b", [Charge("call-2", (ACCOUNT.id,), 500, 5)])  # booked in the store while forgotten
     assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_500
     assert ledger.status(ACCOUNT.id)["spent_tokens"] == 15  # each charge counted once
+
+
+def test_the_shipped_budgets_load_against_the_default_catalog_and_a_bad_downgrade_target_is_named(tmp_path):
+    from gateway.budgets.policy import load_budgets
+    from gateway.config import ConfigError, load_config
+
+    catalog = load_config().models
+    shipped = load_budgets("policies/budgets.yaml", catalog)
+    assert {b.scope for b in shipped.budgets.values()} == {"global", "daemon", "org", "user", "turn"}
+    bad = tmp_path / "budgets.yaml"
+    bad.write_text("budgets:\n  r: {scope: daemon, key: router, window: day, limit_usd: 1, on_exceed: downgrade,"
+                   " downgrade_to: [gpt-4o-mini, text-embedding-3-small]}\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"budgets\.r\.downgrade_to\.1: not a chat model"):
+        load_budgets(bad, catalog)

@@ -1,0 +1,132 @@
+"""In-process cost of the request path: the Pipeline over an adapter that answers at once (no network, no Ray),
+with budgets off and on. What a request costs the replica's CPU, apart from HTTP and the provider.
+
+    .venv/bin/python -m bench.inprocess [--calls 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.budgets.gate import BudgetGate
+from gateway.budgets.ledger import Ledger
+from gateway.budgets.policy import Budget, BudgetPolicy
+from gateway.budgets.spending import Spending
+from gateway.budgets.store import SqliteSpendStore
+from gateway.config import ModelEntry, Timeouts
+from gateway.pipeline import Pipeline
+from gateway.pricing import Pricer
+from gateway.providers.base import Target
+from gateway.schema import ChatRequest, ChatResponse, FinishEvent, StartEvent, TextDelta, Usage
+from gateway.tokens import TokenEstimator
+
+CATALOG = {"gpt-4o-mini": ModelEntry(provider="fake", upstream="gpt-4o-mini"),
+           "gpt-4o": ModelEntry(provider="fake", upstream="gpt-4o")}  # fmt: skip
+# the four accounts of bench/budgets.bench.yaml
+POLICY = BudgetPolicy(budgets={
+    "global-day": Budget(scope="global", window="day", limit_usd=Decimal(1_000_000)),
+    "executor-day": Budget(scope="daemon", key="executor", window="day", limit_usd=Decimal(100_000)),
+    "org-month": Budget(scope="org", window="month", limit_usd=Decimal(1_000_000), limit_tokens=10**11),
+    "user-day": Budget(scope="user", window="day", limit_usd=Decimal(100_000)),
+})  # fmt: skip
+META = {"daemon": "executor", "org": "bench-org", "user": "bench-user"}
+
+
+class Instant:
+    """An adapter that answers at once: 20 chunks for a stream."""
+
+    async def complete(self, request, target) -> ChatResponse:
+        return ChatResponse(id="x", text="hi", finish_reason="stop", usage=Usage(input_tokens=9, output_tokens=20),
+                            provider="fake", model=target.name, upstream_model=target.entry.upstream)  # fmt: skip
+
+    async def stream(self, request, target):
+        yield StartEvent(id="s", provider="fake", model=target.name, upstream_model=target.entry.upstream)
+        for i in range(20):
+            yield TextDelta(text=f" w{i}")
+        yield FinishEvent(finish_reason="stop", usage=Usage(input_tokens=9, output_tokens=20))
+
+
+class Registry:
+    catalog = CATALOG
+
+    def __init__(self) -> None:
+        self._provider = Instant()
+
+    def target(self, model: str, kind: str = "chat") -> Target:
+        return Target(model, "fake", CATALOG[model])
+
+    def kind(self, name: str) -> str:
+        return "openai"
+
+    def provider(self, name: str) -> Instant:
+        return self._provider
+
+    def timeouts(self, name: str) -> Timeouts:
+        return Timeouts()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def pipeline(budgets: bool, store: Path) -> Pipeline:
+    registry, pricer = Registry(), Pricer()
+    spending = None
+    if budgets:
+        ledger, gate = Ledger(SqliteSpendStore(store)), BudgetGate()
+
+        async def granter(account, want, need):
+            return ledger.grant("r", account, want, need)
+
+        gate.granter = granter
+        spending = Spending(POLICY, gate, pricer, TokenEstimator(), registry.kind)
+    return Pipeline(registry, pricer, spending=spending)  # type: ignore[arg-type]
+
+
+async def measure(p: Pipeline, calls: int, stream: bool) -> float:
+    """Microseconds per call (the outbox is emptied as the background sync would)."""
+    request = ChatRequest(model="gpt-4o-mini", fallbacks=("gpt-4o",), stream=stream, metadata=META,
+                          messages=[{"role": "user", "content": "hello benchmark"}])  # fmt: skip
+    for _ in range(200):  # warm-up: leases, caches
+        await (_drain(p, request) if stream else p.complete(request))
+    t0 = time.perf_counter()
+    for i in range(calls):
+        await (_drain(p, request) if stream else p.complete(request))
+        if p.spending is not None and i % 256 == 0:
+            p.spending.gate.acknowledged(p.spending.gate.take_outbox(10_000))
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
+async def _drain(p: Pipeline, request: ChatRequest) -> None:
+    async for _ in p.stream(request):
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the budgets-on stream case")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="inprocess-"))
+    rows = []
+    for budgets in (False, True, False, True):
+        for stream in (False, True):
+            us = asyncio.run(measure(pipeline(budgets, tmp / f"{budgets}{stream}.db"), args.calls, stream))
+            rows.append((budgets, stream, us))
+            print(f"budgets {'on ' if budgets else 'off'} {'stream (20 chunks)' if stream else 'complete':18} "
+                  f"{us:7.1f} us/call", flush=True)  # fmt: skip
+    if args.profile:
+        p = pipeline(True, tmp / "profile.db")
+        cProfile.runctx("asyncio.run(measure(p, args.calls, True))", globals(), locals(), str(tmp / "prof"))
+        pstats.Stats(str(tmp / "prof")).sort_stats("cumulative").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
