@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import ray
 from ray.exceptions import RayError
@@ -88,51 +89,39 @@ class ControlLink:
             self._trouble("a budget lease", exc)
             return None
 
+    async def _to_ledger(self, what: str, method: str, *args: Any) -> tuple[bool, Any]:
+        """A background call to the ledger: (True, its answer), or (False, None) with the trouble logged and the
+        handle dropped (it is looked up again next time, after a restart)."""
+        try:
+            self._control.actor_calls["background"] += 1
+            ref = getattr(self._get_ledger(), method).remote(self._control.replica_id, *args)
+            return True, await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except (RayError, TimeoutError) as exc:
+            self._ledger = None
+            self._trouble(what, exc)
+            return False, None
+
     async def _flush_charges(self) -> None:
         """Settled spend leaves the outbox only once the ledger has acknowledged it."""
         charges = self._gate.take_outbox() if self._gate is not None else []
-        if not charges:
-            return
-        try:
-            self._control.actor_calls["background"] += 1
-            ref = self._get_ledger().settle.remote(self._control.replica_id, charges)
-            await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._ledger = None
-            self._trouble("settling spend", exc)
-            return
-        self._gate.acknowledged(charges)  # type: ignore[union-attr]
+        if charges and (await self._to_ledger("settling spend", "settle", charges))[0]:
+            self._gate.acknowledged(charges)  # type: ignore[union-attr]
 
     async def _top_up_budgets(self) -> None:
         """Balances running low are refilled here, off the request path (as rate leases are)."""
-        if self._gate is None:
-            return
-        for account, want in self._gate.wants():
-            try:
-                self._control.actor_calls["background"] += 1
-                ref = self._get_ledger().grant.remote(self._control.replica_id, account, want, (0, 0))
-                self._gate.install(account, await asyncio.wait_for(ref, CALL_TIMEOUT_S))
-            except (RayError, TimeoutError) as exc:
-                self._ledger = None
-                self._trouble("a budget lease", exc)
+        for account, want in self._gate.wants() if self._gate is not None else ():
+            ok, lease = await self._to_ledger("a budget lease", "grant", account, want, (0, 0))
+            if not ok:
                 return
+            self._gate.install(account, lease)  # type: ignore[union-attr]
 
     async def _release_idle(self) -> None:
         """Budget balances of accounts this replica stopped using (finished turns, past windows) go back."""
         if self._gate is None or self._ticks % ALIVE_EVERY:
             return
         releases = self._gate.idle()
-        if not releases:
-            return
-        try:
-            self._control.actor_calls["background"] += 1
-            ref = self._get_ledger().release.remote(self._control.replica_id, releases)
-            await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._ledger = None
-            self._trouble("releasing idle budget balances", exc)
-            return
-        self._gate.released(releases)
+        if releases and (await self._to_ledger("releasing idle budget balances", "release", releases))[0]:
+            self._gate.released(releases)
 
     async def budget_status(self, account: str) -> dict[str, int | None]:
         await self._flush_charges()

@@ -136,8 +136,18 @@ def _native(gateway_url: str, body: dict, headers: dict | None = None, stop_afte
 ACCOUNTING = {"x-gateway-user": "accounting-user"}
 
 
+def _accounting_spent(gateway_url: str) -> Decimal:
+    return Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+
+
+def _books(gateway_url: str, expected: Decimal) -> None:
+    """The ledger comes to hold exactly `expected` micro-dollars for the accounting user."""
+    status = _settles_to(gateway_url, "user", "accounting-user", expected)
+    assert Decimal(status["spent_usd"]) * 1_000_000 == expected
+
+
 def test_streamed_and_non_streamed_calls_with_the_same_output_are_charged_the_same(gateway_url, emulator):
-    before = _status(gateway_url, "user", "accounting-user")
+    before = _accounting_spent(gateway_url)
     body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "same cost probe"}]}
     whole = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
     finish = _native(gateway_url, body, ACCOUNTING)[-1]
@@ -146,12 +156,11 @@ def test_streamed_and_non_streamed_calls_with_the_same_output_are_charged_the_sa
     assert whole.json()["usage"]["completion_tokens"] == finish.usage.output_tokens
     billed = _billed(emulator, "same cost probe")
     assert len(billed) == 2 and {b.stream for b in billed} == {False, True}
-    spent = Decimal(before["spent_usd"]) * 1_000_000 + _priced(billed, "openai", "gpt-4o-mini")
-    assert Decimal(_settles_to(gateway_url, "user", "accounting-user", spent)["spent_usd"]) * 1_000_000 == spent
+    _books(gateway_url, before + _priced(billed, "openai", "gpt-4o-mini"))
 
 
 def test_a_fallback_books_only_the_answering_model(gateway_url, emulator):
-    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    before = _accounting_spent(gateway_url)
     body = {"model": "bounded-503", "fallbacks": ["claude-haiku-4-5"], "max_tokens": 20,
             "messages": [{"role": "user", "content": "fallback accounting probe"}]}  # fmt: skip
     answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
@@ -160,20 +169,18 @@ def test_a_fallback_books_only_the_answering_model(gateway_url, emulator):
     assert [b.model for b in billed] == ["claude-haiku-4-5"]  # the 503s were never billed
     cost = _priced(billed, "anthropic", "claude-haiku-4-5")
     assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
-    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
-    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+    _books(gateway_url, before + cost)
 
 
 def test_a_client_that_leaves_mid_stream_is_charged_what_the_provider_billed(gateway_url, emulator):
-    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    before = _accounting_spent(gateway_url)
     body = {"model": "claude-stall", "max_tokens": 20, "messages": [{"role": "user", "content": "leaving probe"}]}
     events = _native(gateway_url, body, ACCOUNTING, stop_after=3)  # three tokens, then the provider stalls
     assert [e.type for e in events][-3:] == ["text_delta"] * 3
     [billed] = _wait_billed(emulator, "leaving probe")
     assert billed.outcome == "stall" and billed.output_tokens == 3
     cost = _priced([billed], "anthropic", "claude-haiku-4-5")  # the prompt (counted at message start) and 3 tokens
-    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
-    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+    _books(gateway_url, before + cost)
 
 
 def test_a_stream_is_cut_where_its_turn_budget_ends_and_charged_what_was_billed(gateway_url, emulator):
@@ -226,7 +233,7 @@ def test_a_call_over_budget_is_downgraded_to_a_cheaper_model(gateway_url, emulat
 
 
 def test_embeddings_are_reserved_and_booked_at_the_billed_usage(gateway_url, emulator):
-    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    before = _accounting_spent(gateway_url)
     body = {"model": "text-embedding-3-small", "input": ["embedding probe one", "embedding probe two, longer"]}
     answer = httpx.post(f"{gateway_url}/v1/embeddings", json=body, headers=ACCOUNTING, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -234,12 +241,11 @@ def test_embeddings_are_reserved_and_booked_at_the_billed_usage(gateway_url, emu
     assert len(billed) == 1 and billed[0].input_tokens == answer.json()["usage"]["prompt_tokens"]
     cost = _priced(billed, "openai", "text-embedding-3-small")
     assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
-    status = _settles_to(gateway_url, "user", "accounting-user", before + cost)
-    assert Decimal(status["spent_usd"]) * 1_000_000 == before + cost
+    _books(gateway_url, before + cost)
 
 
 def test_an_attempt_abandoned_for_a_slow_first_token_is_charged_its_prompt(gateway_url, emulator):
-    before = Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    before = _accounting_spent(gateway_url)
     messages = [{"role": "user", "content": "abandoned attempt probe"}]
     body = {"model": "impatient-slow", "fallbacks": ["gpt-4o-mini"], "max_tokens": 20, "messages": messages}
     finish = _native(gateway_url, body, ACCOUNTING)[-1]
@@ -256,4 +262,4 @@ def test_an_attempt_abandoned_for_a_slow_first_token_is_charged_its_prompt(gatew
     prompt = TokenEstimator().prompt_tokens(request, ModelEntry(provider="openai", upstream="gpt-4o-mini"), "openai")
     abandoned = math.ceil(Pricer().cost("openai", "gpt-4o-mini", Usage(input_tokens=prompt)) * 1_000_000)
     expected = before + _priced(answered, "openai", "gpt-4o-mini") + abandoned  # its prompt, as estimated
-    assert Decimal(_settles_to(gateway_url, "user", "accounting-user", expected)["spent_usd"]) * 1_000_000 == expected
+    _books(gateway_url, expected)
