@@ -15,12 +15,28 @@ from gateway.config import BudgetsConfig
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class BudgetLedgerActor:
-    """Restart-safe: settled spend is read back from the store; outstanding leases start from zero (a replica
-    keeps what it holds, and its unsettled charges stay in its outbox until acknowledged)."""
+    """Restart-safe: settled spend and the leases the replicas hold are read back from the store (a lease is
+    saved right after it changes, off the event loop; a replica's unsettled charges stay in its outbox until
+    acknowledged)."""
 
     def __init__(self, budgets: BudgetsConfig) -> None:
         self._ledger = Ledger(open_store(budgets))
         self._writing = asyncio.Lock()  # one store write at a time (a SQLite connection is not shared by threads)
+        self._saving: asyncio.Task[None] | None = None
+
+    def _save_leases_soon(self) -> None:
+        """Save changed leases in a one-off task (a grant does not wait for the disk)."""
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.get_running_loop().create_task(self._save_leases())
+
+    async def _save_leases(self) -> None:
+        async with self._writing:
+            rows = self._ledger.dirty_leases()
+            try:
+                await asyncio.to_thread(self._ledger.persist, rows)
+            except Exception:
+                self._ledger.redirty(rows)  # saved with the next change
+                raise
 
     async def _load(self, account: str) -> None:
         """An account's first use reads its settled spend, in a thread and between writes (never counted twice)."""
@@ -31,18 +47,23 @@ class BudgetLedgerActor:
 
     async def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
         await self._load(account.id)
-        return self._ledger.grant(replica, account, want, need)
+        lease = self._ledger.grant(replica, account, want, need)
+        self._save_leases_soon()
+        return lease
 
     async def settle(self, replica: str, charges: list[Charge]) -> int:
         """The store write runs in a thread, so grants are not queued behind a batch of DynamoDB round trips."""
         async with self._writing:  # the write and its booking in memory, with no account load in between
             fresh = await asyncio.to_thread(self._ledger.record, charges)
-            return self._ledger.apply(replica, fresh)
+            count = self._ledger.apply(replica, fresh)
+        self._save_leases_soon()
+        return count
 
     async def release(self, replica: str, releases: list[tuple[str, int, int]]) -> None:
         for account, micros, tokens in releases:
             self._ledger.release(replica, account, micros, tokens)
         self._ledger.forget_idle(IDLE_S)
+        self._save_leases_soon()
 
     async def status(self, account: str) -> dict[str, int | None]:
         await self._load(account)

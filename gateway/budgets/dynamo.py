@@ -13,9 +13,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from gateway.budgets.store import Charge
+from gateway.budgets.store import Charge, LeaseRow
 
-CHARGE, TOTAL = "charge#", "total#"
+CHARGE, TOTAL, LEASES = "charge#", "total#", "leases#"
 MAX_ACCOUNTS = 50  # TransactWriteItems takes at most 100 items, and a charge needs two per account
 CONFLICT_RETRIES = 5  # a transaction cancelled only by TransactionConflict (a concurrent writer) is tried again
 _NAMES = {"#m": "micros", "#t": "tokens"}
@@ -110,6 +110,26 @@ class DynamoSpendStore:
                                      ConsistentRead=True, ProjectionExpression="#m, #t",
                                      ExpressionAttributeNames=_NAMES).get("Item")  # fmt: skip
         return (_int(item["micros"]["N"]), _int(item["tokens"]["N"])) if item else (0, 0)
+
+    def save_leases(self, rows: Iterable[LeaseRow]) -> None:
+        """One item per account (`leases#<account>`), one attribute per replica: [micros, tokens, saved at]."""
+        now = str(int(time.time()))
+        for account, replica, micros, tokens in rows:
+            key = {"pk": {"S": f"{LEASES}{account}"}}
+            if micros or tokens:
+                value = {"L": [{"N": str(micros)}, {"N": str(tokens)}, {"N": now}]}
+                self._client.update_item(TableName=self._table, Key=key, UpdateExpression="SET #r = :v",
+                                         ExpressionAttributeNames={"#r": replica},
+                                         ExpressionAttributeValues={":v": value})  # fmt: skip
+            else:
+                self._client.update_item(TableName=self._table, Key=key, UpdateExpression="REMOVE #r",
+                                         ExpressionAttributeNames={"#r": replica})  # fmt: skip
+
+    def leases(self, account: str) -> dict[str, tuple[int, int, float]]:
+        item = self._client.get_item(TableName=self._table, Key={"pk": {"S": f"{LEASES}{account}"}},
+                                     ConsistentRead=True).get("Item") or {}  # fmt: skip
+        return {replica: (_int(v["L"][0]["N"]), _int(v["L"][1]["N"]), float(v["L"][2]["N"]))
+                for replica, v in item.items() if replica != "pk"}  # fmt: skip
 
     def totals(self) -> dict[str, tuple[int, int]]:
         # For operators and tests (a ledger reads one account at a time, with `total`). A Scan filtered on the key

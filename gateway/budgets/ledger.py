@@ -8,7 +8,10 @@ import time
 from dataclasses import dataclass
 
 from gateway.budgets.policy import Account
-from gateway.budgets.store import Charge, SpendStore
+from gateway.budgets.store import Charge, LeaseRow, SpendStore
+
+LEASE_TTL_S = 600.0  # a saved lease older than this, read after a restart, belongs to a replica that is gone
+Loaded = tuple[tuple[int, int], dict[str, tuple[int, int, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,17 +45,27 @@ class Ledger:
         self._accounts: dict[str, Account] = {}
         self._leased: dict[str, dict[str, list[int]]] = {}  # account -> replica -> outstanding [micros, tokens]
         self._used: dict[str, float] = {}  # account -> last grant, settlement or release (monotonic)
+        self._dirty: set[tuple[str, str]] = set()  # (account, replica) leases changed since the last save
 
     def loaded(self, account: str) -> bool:
         return account in self._spent
 
-    def load(self, account: str) -> tuple[int, int]:
-        """Read one account's settled spend from the store (blocking I/O; the actor runs it off its loop)."""
-        return self._store.total(account)
+    def load(self, account: str) -> Loaded:
+        """Read one account's settled spend and saved leases (blocking I/O; the actor runs it off its loop)."""
+        return self._store.total(account), self._store.leases(account)
 
-    def prime(self, account: str, total: tuple[int, int]) -> None:
-        self._spent.setdefault(account, [total[0], total[1]])
-        self._used.setdefault(account, time.monotonic())
+    def prime(self, account: str, loaded: Loaded) -> None:
+        """Install what `load` read. Saved leases younger than LEASE_TTL_S count as outstanding again (a restarted
+        ledger then knows what the replicas still hold); older ones belong to replicas that are gone."""
+        if account in self._spent:
+            return
+        total, leases = loaded
+        self._spent[account] = [total[0], total[1]]
+        self._used[account] = time.monotonic()
+        now = time.time()
+        held = {r: [m, t] for r, (m, t, at) in leases.items() if now - at < LEASE_TTL_S and (m or t)}
+        if held:
+            self._leased.setdefault(account, {}).update(held)
 
     def _spent_of(self, account: str) -> list[int]:
         if account not in self._spent:
@@ -89,12 +102,33 @@ class Ledger:
         held = leased.setdefault(replica, [0, 0])
         held[0] += micros
         held[1] += tokens
+        self._dirty.add((account.id, replica))
         return Lease(account.id, micros, tokens, left_m, left_t)
 
     def settle(self, replica: str, charges: list[Charge]) -> int:
         """Book actual spend (durably first); each charge also uses up the replica's lease on its accounts.
-        Returns how many charges were new."""
-        return self.apply(replica, self._store.record(charges))
+        Returns how many charges were new. (The actor runs the halves apart: `record`, `apply`, `persist`.)"""
+        fresh = self.apply(replica, self._store.record(charges))
+        self.persist(self.dirty_leases())
+        return fresh
+
+    def dirty_leases(self) -> list[LeaseRow]:
+        """The leases changed since the last call, as rows to save (what each replica holds now)."""
+        rows = []
+        for account, replica in self._dirty:
+            held = self._leased.get(account, {}).get(replica, [0, 0])
+            rows.append((account, replica, held[0], held[1]))
+        self._dirty.clear()
+        return rows
+
+    def redirty(self, rows: list[LeaseRow]) -> None:
+        """A save that failed: those leases are saved again next time."""
+        self._dirty.update((account, replica) for account, replica, _, _ in rows)
+
+    def persist(self, rows: list[LeaseRow]) -> None:
+        """Save lease rows (blocking I/O)."""
+        if rows:
+            self._store.save_leases(rows)
 
     def record(self, charges: list[Charge]) -> list[Charge]:
         """The durable half of `settle` (blocking I/O: the actor runs it off its event loop)."""
@@ -114,6 +148,7 @@ class Ledger:
                 if held is not None:
                     held[0] = max(0, held[0] - charge.micros)
                     held[1] = max(0, held[1] - charge.tokens)
+                    self._dirty.add((account, replica))
         return len(fresh)
 
     def release(self, replica: str, account: str, micros: int, tokens: int) -> None:
@@ -122,6 +157,7 @@ class Ledger:
         if held is not None:
             held[0] = max(0, held[0] - micros)
             held[1] = max(0, held[1] - tokens)
+            self._dirty.add((account, replica))
 
     def status(self, account: str) -> dict[str, int | None]:
         spent = self._spent_of(account)

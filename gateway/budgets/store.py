@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from gateway.config import BudgetsConfig
 
 
+LeaseRow = tuple[str, str, int, int]  # account, replica, micros, tokens
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
     """What one call cost, against every account it spends from. `id` makes a replayed batch harmless."""
@@ -37,6 +40,14 @@ class SpendStore(Protocol):
         """Settled (micros, tokens) per account id."""
         ...
 
+    def save_leases(self, rows: Iterable[LeaseRow]) -> None:
+        """Upsert what each replica holds of an account (account, replica, micros, tokens); zeros delete."""
+        ...
+
+    def leases(self, account: str) -> dict[str, tuple[int, int, float]]:
+        """What each replica held of `account` when last saved: replica -> (micros, tokens, saved at, Unix s)."""
+        ...
+
 
 class SqliteSpendStore:
     def __init__(self, path: str | Path) -> None:
@@ -49,6 +60,10 @@ class SqliteSpendStore:
             " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (id, account))"
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS charges_by_account ON charges (account)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS leases (account TEXT NOT NULL, replica TEXT NOT NULL, micros INTEGER NOT NULL,"
+            " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (account, replica))"
+        )
 
     def record(self, charges: Iterable[Charge]) -> list[Charge]:
         fresh: list[Charge] = []
@@ -74,6 +89,25 @@ class SqliteSpendStore:
     def total(self, account: str) -> tuple[int, int]:
         row = self._db.execute("SELECT SUM(micros), SUM(tokens) FROM charges WHERE account = ?", (account,)).fetchone()
         return (int(row[0] or 0), int(row[1] or 0))
+
+    def save_leases(self, rows: Iterable[LeaseRow]) -> None:
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for account, replica, micros, tokens in rows:
+                if micros or tokens:
+                    self._db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                                     (account, replica, micros, tokens, now))  # fmt: skip
+                else:
+                    self._db.execute("DELETE FROM leases WHERE account = ? AND replica = ?", (account, replica))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def leases(self, account: str) -> dict[str, tuple[int, int, float]]:
+        rows = self._db.execute("SELECT replica, micros, tokens, at FROM leases WHERE account = ?", (account,))
+        return {replica: (int(m), int(t), float(at)) for replica, m, t, at in rows}
 
     def totals(self) -> dict[str, tuple[int, int]]:
         rows = self._db.execute("SELECT account, SUM(micros), SUM(tokens) FROM charges GROUP BY account")

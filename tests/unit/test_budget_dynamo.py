@@ -165,7 +165,9 @@ def test_a_ledger_over_dynamodb_settles_and_a_new_ledger_reads_the_spend_back(dy
     reborn = Ledger(_store(dynamo_url, table))
     assert reborn.status(ACCOUNT.id)["spent_micros"] == 1_234
     assert reborn.status("global|*|2026-11-28")["spent_tokens"] == 56
-    assert reborn.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_234
+    # the restarted ledger also knows that replica `a` still holds 3,766 of its lease
+    assert reborn.status(ACCOUNT.id)["reserved_micros"] == 3_766
+    assert reborn.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_234 - 3_766
 
 
 def test_a_failure_other_than_a_replay_raises_and_the_charge_can_be_sent_again(dynamo_url, table):

@@ -125,3 +125,18 @@ def test_the_shipped_budgets_load_against_the_default_catalog_and_a_bad_downgrad
                    " downgrade_to: [gpt-4o-mini, text-embedding-3-small]}\n")  # fmt: skip
     with pytest.raises(ConfigError, match=r"budgets\.r\.downgrade_to\.1: not a chat model"):
         load_budgets(bad, catalog)
+
+
+def test_a_restarted_ledger_knows_the_leases_replicas_still_hold_and_drops_stale_ones(tmp_path):
+    ledger = _ledger(tmp_path)
+    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 5_000
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 1_250
+    ledger.settle("a", [Charge("call-1", (ACCOUNT.id,), 1_000, 0)])  # saves the leases too: a 4,000, b 1,250
+    reborn = _ledger(tmp_path)
+    assert reborn.status(ACCOUNT.id)["reserved_micros"] == 5_250
+    # what is left for anyone: 10,000 - 1,000 spent - 5,250 still held (before: 9,000, an overshoot of 5,250)
+    assert reborn.grant("c", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 3_750
+    db = sqlite3.connect(tmp_path / "spend.db")
+    db.execute("UPDATE leases SET at = at - 3600 WHERE replica = 'b'")  # b stopped saving an hour ago: gone
+    db.commit()
+    assert _ledger(tmp_path).status(ACCOUNT.id)["reserved_micros"] == 4_000
