@@ -3,6 +3,7 @@ SQLite file in WAL mode (`gateway.budgets.dynamo` keeps it in DynamoDB behind th
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -49,37 +50,65 @@ class SpendStore(Protocol):
         ...
 
 
+_SCHEMA = (
+    # one row per charge (its accounts as JSON, for audits), and a running total per account: a batch of N calls
+    # on K accounts is N inserts and K upserts in one transaction
+    "CREATE TABLE IF NOT EXISTS spend_charges (id TEXT PRIMARY KEY, accounts TEXT NOT NULL, micros INTEGER NOT NULL,"
+    " tokens INTEGER NOT NULL, at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spend_totals (account TEXT PRIMARY KEY, micros INTEGER NOT NULL,"
+    " tokens INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS leases (account TEXT NOT NULL, replica TEXT NOT NULL, micros INTEGER NOT NULL,"
+    " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (account, replica))",
+)
+_UPSERT_TOTAL = (
+    "INSERT INTO spend_totals (account, micros, tokens) VALUES (?, ?, ?) ON CONFLICT (account) DO UPDATE SET"
+    " micros = micros + excluded.micros, tokens = tokens + excluded.tokens"
+)
+
+
 class SqliteSpendStore:
     def __init__(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a settled batch survives a crash of the process or the host
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS charges (id TEXT NOT NULL, account TEXT NOT NULL, micros INTEGER NOT NULL,"
-            " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (id, account))"
-        )
-        self._db.execute("CREATE INDEX IF NOT EXISTS charges_by_account ON charges (account)")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS leases (account TEXT NOT NULL, replica TEXT NOT NULL, micros INTEGER NOT NULL,"
-            " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (account, replica))"
-        )
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Spend booked by the first layout (one row per charge and account) moves to this one, once."""
+        old = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'charges'").fetchone()
+        if old is None:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("INSERT OR IGNORE INTO spend_charges SELECT id, json_group_array(account), MAX(micros),"
+                         " MAX(tokens), MAX(at) FROM charges GROUP BY id")  # fmt: skip
+        self._db.execute(_UPSERT_TOTAL.replace("VALUES (?, ?, ?)", "SELECT account, SUM(micros), SUM(tokens) FROM"
+                                               " charges WHERE true GROUP BY account"))  # fmt: skip
+        self._db.execute("DROP TABLE charges")
+        self._db.execute("COMMIT")
 
     def record(self, charges: Iterable[Charge]) -> list[Charge]:
-        fresh: list[Charge] = []
+        batch = list({c.id: c for c in charges}.values())  # a charge twice in one batch is one charge
         now = time.time()
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for charge in charges:
-                inserted = 0
-                for account in charge.accounts:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO charges (id, account, micros, tokens, at) VALUES (?, ?, ?, ?, ?)",
-                        (charge.id, account, charge.micros, charge.tokens, now),
-                    )
-                    inserted += cur.rowcount
-                if inserted:
-                    fresh.append(charge)
+            seen: set[str] = set()
+            for i in range(0, len(batch), 500):
+                ids = [c.id for c in batch[i : i + 500]]
+                marks = ",".join("?" * len(ids))
+                seen.update(r[0] for r in self._db.execute(f"SELECT id FROM spend_charges WHERE id IN ({marks})", ids))
+            fresh = [c for c in batch if c.id not in seen]
+            self._db.executemany("INSERT INTO spend_charges VALUES (?, ?, ?, ?, ?)",
+                                 [(c.id, json.dumps(c.accounts), c.micros, c.tokens, now) for c in fresh])  # fmt: skip
+            totals: dict[str, list[int]] = {}
+            for c in fresh:
+                for account in dict.fromkeys(c.accounts):
+                    t = totals.setdefault(account, [0, 0])
+                    t[0] += c.micros
+                    t[1] += c.tokens
+            self._db.executemany(_UPSERT_TOTAL, [(a, m, t) for a, (m, t) in totals.items()])
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -87,8 +116,8 @@ class SqliteSpendStore:
         return fresh
 
     def total(self, account: str) -> tuple[int, int]:
-        row = self._db.execute("SELECT SUM(micros), SUM(tokens) FROM charges WHERE account = ?", (account,)).fetchone()
-        return (int(row[0] or 0), int(row[1] or 0))
+        row = self._db.execute("SELECT micros, tokens FROM spend_totals WHERE account = ?", (account,)).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def save_leases(self, rows: Iterable[LeaseRow]) -> None:
         now = time.time()
@@ -110,7 +139,7 @@ class SqliteSpendStore:
         return {replica: (int(m), int(t), float(at)) for replica, m, t, at in rows}
 
     def totals(self) -> dict[str, tuple[int, int]]:
-        rows = self._db.execute("SELECT account, SUM(micros), SUM(tokens) FROM charges GROUP BY account")
+        rows = self._db.execute("SELECT account, micros, tokens FROM spend_totals")
         return {account: (int(m), int(t)) for account, m, t in rows}
 
     def close(self) -> None:

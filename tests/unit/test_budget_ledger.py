@@ -140,3 +140,17 @@ def test_a_restarted_ledger_knows_the_leases_replicas_still_hold_and_drops_stale
     db.execute("UPDATE leases SET at = at - 3600 WHERE replica = 'b'")  # b stopped saving an hour ago: gone
     db.commit()
     assert _ledger(tmp_path).status(ACCOUNT.id)["reserved_micros"] == 4_000
+
+
+def test_spend_booked_in_the_first_store_layout_is_carried_over(tmp_path):
+    old = sqlite3.connect(tmp_path / "spend.db")
+    old.execute("CREATE TABLE charges (id TEXT NOT NULL, account TEXT NOT NULL, micros INTEGER NOT NULL,"
+                " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (id, account))")  # fmt: skip
+    old.executemany("INSERT INTO charges VALUES (?, ?, ?, ?, 0)",
+                    [("c1", "a", 10, 1), ("c1", "b", 10, 1), ("c2", "a", 5, 2)])  # fmt: skip
+    old.commit()
+    old.close()
+    store = SqliteSpendStore(tmp_path / "spend.db")
+    assert store.totals() == {"a": (15, 3), "b": (10, 1)}
+    assert store.record([Charge("c1", ("a", "b"), 10, 1), Charge("c3", ("b",), 1, 1)]) == [Charge("c3", ("b",), 1, 1)]
+    assert SqliteSpendStore(tmp_path / "spend.db").total("b") == (11, 2)  # and it migrates only once
