@@ -81,6 +81,7 @@ class Gateway:
         if config.control.enabled:
             self._link = ControlLink(config, policy, limits, control, spending.gate if spending else None)
             await self._link.sync_once()  # the first snapshot and leases before the first request
+            await self._link.start_ledger()
             self._link.start()
         self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
 

@@ -123,6 +123,17 @@ class ControlLink:
         if releases and (await self._to_ledger("releasing idle budget balances", "release", releases))[0]:
             self._gate.released(releases)
 
+    async def start_ledger(self) -> None:
+        """At start-up, with budgets on: create (or find) the ledger now, so the first budgeted request does not
+        wait for an actor to start. A failure is only logged (requests then fail closed until it is up)."""
+        if self._gate is None:
+            return
+        try:
+            await asyncio.wait_for(self._get_ledger().ready.remote(), CALL_TIMEOUT_S * 15)
+        except (RayError, TimeoutError) as exc:
+            self._ledger = None
+            self._trouble("starting the budget ledger", exc)
+
     async def budget_status(self, account: str) -> dict[str, int | None]:
         await self._flush_charges()
         return await asyncio.wait_for(self._get_ledger().status.remote(account), CALL_TIMEOUT_S)

@@ -65,6 +65,9 @@ class BudgetLedgerActor:
         self._ledger.forget_idle(IDLE_S)
         self._save_leases_soon()
 
+    async def ready(self) -> bool:
+        return True
+
     async def status(self, account: str) -> dict[str, int | None]:
         await self._load(account)
         return self._ledger.status(account)
