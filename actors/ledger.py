@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import ray
 
@@ -11,6 +12,8 @@ from gateway.budgets.ledger import Lease, Ledger
 from gateway.budgets.policy import Account
 from gateway.budgets.store import Charge, open_store
 from gateway.config import BudgetsConfig
+
+log = logging.getLogger("gateway.budgets")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -34,9 +37,9 @@ class BudgetLedgerActor:
             rows = self._ledger.dirty_leases()
             try:
                 await asyncio.to_thread(self._ledger.persist, rows)
-            except Exception:
-                self._ledger.redirty(rows)  # saved with the next change
-                raise
+            except Exception as exc:  # the store is down: those leases are saved with the next change
+                self._ledger.redirty(rows)
+                log.warning("saving %d budget leases failed (%s); retried with the next change", len(rows), exc)
 
     async def _load(self, account: str) -> None:
         """An account's first use reads its settled spend, in a thread and between writes (never counted twice)."""
