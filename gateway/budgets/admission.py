@@ -14,7 +14,7 @@ from gateway.budgets.policy import MICROS
 from gateway.budgets.shrink import shrink
 from gateway.budgets.spending import Estimate, Hold, Spending
 from gateway.config import ModelEntry
-from gateway.schema import ChatRequest, EmbeddingsRequest
+from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError
 
 log = logging.getLogger("gateway.budgets")
 
@@ -102,6 +102,9 @@ class Admission:
                 request, entries, detail = outcome
                 done.append((budget.on_exceed, detail, refused))
                 continue
+            except GatewayError as exc:  # the ledger cannot be asked and this replica's balance is spent
+                self._record(Decision("refuse", estimate, detail=exc.message), request)
+                raise
             if not done:
                 decision = Decision("allow", estimate)
             else:
@@ -121,6 +124,9 @@ class Admission:
         except BudgetRefused as refused:
             self._record(Decision("refuse", estimate, refused.account.budget, refused.available, "embeddings"),
                          request)  # fmt: skip
+            raise
+        except GatewayError as exc:
+            self._record(Decision("refuse", estimate, detail=exc.message), request)
             raise
         self._record(Decision("allow", estimate), request)
         return hold

@@ -236,3 +236,19 @@ def test_the_output_a_reservation_pays_for_is_the_most_that_still_fits(tmp_path)
             return to_micros(spending.price(entry, Usage(input_tokens=100, output_tokens=out))) + prior
 
         assert (limit == 0 and cost(0) > micros) or (cost(limit) <= micros < cost(limit + 1))
+
+
+async def test_with_the_ledger_unreachable_and_no_balance_the_call_is_refused_and_that_is_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.budgets")
+    pipeline, provider, gate = _pipeline(tmp_path, Budget(scope="turn", window="turn", limit_usd=Decimal(1)))
+
+    async def down(account, want, need):
+        return None
+
+    gate.granter = down
+    request = ChatRequest(model="small", max_tokens=10, messages=[{"role": "user", "content": "hi"}], metadata=TURN)
+    with pytest.raises(GatewayError, match="unreachable") as err:
+        await pipeline.complete(request)
+    assert err.value.kind is ErrorKind.BUDGET_EXCEEDED and provider.requests == []
+    [event] = _events(caplog)
+    assert event["action"] == "refuse" and "unreachable" in event["detail"] and event["estimate_usd"] is not None
