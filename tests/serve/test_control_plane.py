@@ -78,7 +78,20 @@ def test_serving_continues_when_a_control_actor_dies(gw, gateway_url, actor, res
     # the actor is back (restarted by Ray, or re-created by a replica) and snapshots flow again
     views = every_replica_view(gateway_url, lambda v: not v["snapshot"]["stale"] and v["snapshot"]["version"] > before)
     assert len(views) >= 1
-    assert ray.get(ray.get_actor(actor, namespace=NAMESPACE).__ray_ready__.remote()) is True
+    assert ray.get(_named_actor(actor).__ray_ready__.remote()) is True
+
+
+def _named_actor(name: str, timeout_s: float = 10.0):
+    """The named actor once it exists again: a replica re-creates a provider actor at its next report to it,
+    which may come a sync interval after the Router's snapshots flow again."""
+    stop = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            if time.monotonic() > stop:
+                raise
+            time.sleep(0.05)
 
 
 @pytest.fixture()
