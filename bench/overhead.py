@@ -109,8 +109,8 @@ def main() -> int:
         "GATEWAY_PORT": str(gw_port),
         "LLM_GATEWAY_STATE_DIR": str(ROOT / ".gateway"),
     }
-    spend_db = Path(tempfile.mkdtemp(prefix="bench-spend-")) / "spend.db"  # a fresh ledger every run
-    if args.budgets:
+    if args.budgets:  # a fresh ledger every run
+        spend_db = Path(tempfile.mkdtemp(prefix="bench-spend-")) / "spend.db"
         env |= {"BENCH_BUDGETS": str(ROOT / "bench" / "budgets.bench.yaml"), "BENCH_SPEND_DB": str(spend_db)}
     emulator = start_emulator(emu_port, args.delays[0], args.chunks, args.client_cpus)
     gateway = subprocess.Popen(

@@ -39,9 +39,13 @@ class Hold:
     """A call's reservation and what it was estimated from (a stream's meter and settlement read it)."""
 
     reservation: Reservation
-    input_tokens: int  # the largest prompt estimate, charged when a cut-off call reports no usage
-    prompt: dict[str, int]
+    prompt: dict[str, int]  # model -> prompt estimate
     cut: bool  # mid-stream: end a stream its budgets cannot extend (False: allow the overrun up to max_tokens)
+
+    @property
+    def input_tokens(self) -> int:
+        """The largest prompt estimate, charged when a cut-off call reports no usage."""
+        return max(self.prompt.values(), default=0)
 
 
 class Spending:
@@ -97,7 +101,7 @@ class Spending:
     async def hold(self, accounts: list[Account], estimate: Estimate) -> Hold:
         reservation = await self.gate.reserve(accounts, estimate.micros, estimate.tokens)
         cut = any(self.policy.budgets[a.budget].mid_stream == "cut" for a in accounts)
-        return Hold(reservation, max(estimate.prompt.values(), default=0), estimate.prompt, cut)
+        return Hold(reservation, estimate.prompt, cut)
 
     def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_micros: int = 0) -> int:
         """How many output tokens `hold` pays for on `entry` after `input_tokens` of prompt and `prior_micros`

@@ -84,8 +84,9 @@ class SqliteSpendStore:
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("INSERT OR IGNORE INTO spend_charges SELECT id, json_group_array(account), MAX(micros),"
                          " MAX(tokens), MAX(at) FROM charges GROUP BY id")  # fmt: skip
-        self._db.execute(_UPSERT_TOTAL.replace("VALUES (?, ?, ?)", "SELECT account, SUM(micros), SUM(tokens) FROM"
-                                               " charges WHERE true GROUP BY account"))  # fmt: skip
+        self._db.execute("INSERT INTO spend_totals (account, micros, tokens) SELECT account, SUM(micros), SUM(tokens)"
+                         " FROM charges WHERE true GROUP BY account ON CONFLICT (account) DO UPDATE SET"
+                         " micros = micros + excluded.micros, tokens = tokens + excluded.tokens")  # fmt: skip
         self._db.execute("DROP TABLE charges")
         self._db.execute("COMMIT")
 

@@ -229,7 +229,7 @@ def test_the_output_a_reservation_pays_for_is_the_most_that_still_fits(tmp_path)
     entry = Registry.CATALOG["small"]  # gpt-4o-mini: $0.15 in, $0.60 out per million
     for micros, prior in ((1_000, 0), (999, 37), (7, 0), (60, 59)):
         account = Account("turn-cap", "t", "turn", 10**9, None)
-        hold = Hold(Reservation("r", (account,), micros, 0), 100, {}, True)
+        hold = Hold(Reservation("r", (account,), micros, 0), {"small": 100}, True)
         limit = spending.output_limit(hold, entry, 100, prior)
 
         def cost(out: int, prior: int = prior) -> int:
