@@ -11,7 +11,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from gateway.secrets.refs import Credential, is_set
 
 log = logging.getLogger("gateway.config")
 
@@ -21,6 +23,8 @@ EMULATOR_PATHS = MappingProxyType(
     {"openai": "/openai/v1", "anthropic": "/anthropic", "gemini": "/gemini/", "bedrock": "/bedrock"}
 )
 OFFLINE_API_KEY = "offline-emulator-key"
+# Fields that hold credentials: a `${VAR}` there stays a reference (read where it is used, not on the driver).
+CREDENTIAL_FIELDS = frozenset({"api_key", "aws_access_key_id", "aws_secret_access_key", "pepper", "admin_keys"})
 
 
 class _Strict(BaseModel):
@@ -53,14 +57,14 @@ class BedrockRegion(_Strict):
 class ProviderConfig(_Strict):
     kind: Literal["openai", "anthropic", "gemini", "bedrock"]
     base_url: str | None = None
-    api_key: SecretStr | None = None
+    api_key: Credential | None = None
     timeouts: Timeouts = Timeouts()
     max_connections: int = Field(default=1000, ge=1)
     # Bedrock only: regions in order of preference, base AWS credentials (else boto3's default chain),
     # an STS endpoint override, and how long before expiry assumed-role credentials are refreshed.
     regions: tuple[BedrockRegion, ...] = ()
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
+    aws_access_key_id: Credential | None = None
+    aws_secret_access_key: Credential | None = None
     sts_endpoint_url: str | None = None
     role_refresh_margin_s: float = Field(default=300.0, ge=0)
     # The account's rate limits (per region for Bedrock), leased to replicas by the provider actor.
@@ -86,8 +90,8 @@ class ProviderConfig(_Strict):
     @property
     def has_credentials(self) -> bool:
         if self.kind == "bedrock":
-            return self.aws_access_key_id is not None and bool(self.aws_access_key_id.get_secret_value())
-        return self.api_key is not None and bool(self.api_key.get_secret_value())
+            return is_set(self.aws_access_key_id)
+        return is_set(self.api_key)
 
 
 class Capabilities(_Strict):
@@ -180,6 +184,84 @@ class BudgetsConfig(_Strict):
     default_output_tokens: int = Field(default=4096, ge=1)
 
 
+class SecretsConfig(_Strict):
+    """AWS Secrets Manager, for credentials given as `{aws_secret: ...}`: the default region and endpoint (a local
+    server in tests), and how long a value read is kept before it is read again."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    ttl_s: float = Field(default=300.0, gt=0)
+
+
+class JwtClaims(_Strict):
+    """Which claim of a token holds each part of the caller's identity (a list claim or a space-separated string)."""
+
+    org: str = "org"
+    user: str = "sub"
+    daemons: str = "daemons"
+    models: str = "models"
+    scopes: str = "scope"
+    budget_tier: str = "budget_tier"
+
+
+class JwtConfig(_Strict):
+    """JWT / OIDC callers: tokens signed by `issuer` for `audience`, verified with keys from a JWKS file or URL."""
+
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    algorithms: tuple[str, ...] = ("RS256",)
+    jwks_file: str | None = None
+    jwks_url: str | None = None
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    leeway_s: float = Field(default=30.0, ge=0)
+    claims: JwtClaims = JwtClaims()
+    default_scopes: tuple[Literal["chat", "embeddings", "admin"], ...] = ("chat", "embeddings")
+
+    @model_validator(mode="after")
+    def _keys_and_algorithms(self) -> JwtConfig:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError("auth.jwt: give exactly one of `jwks_file` or `jwks_url`")
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        bad = [a for a in self.algorithms if a not in allowed]
+        if bad or not self.algorithms:
+            raise ValueError(f"auth.jwt.algorithms: asymmetric algorithms only ({', '.join(sorted(allowed))}); "
+                             f"not {', '.join(bad) or 'an empty list'}")  # fmt: skip
+        return self
+
+
+class CorsConfig(_Strict):
+    """Browser callers: origins, methods and headers named explicitly (no `*`)."""
+
+    origins: tuple[str, ...] = Field(min_length=1)
+    methods: tuple[str, ...] = ("GET", "POST")
+    headers: tuple[str, ...] = ("authorization", "content-type")
+    max_age_s: int = Field(default=600, ge=0)
+
+    @field_validator("origins", "methods", "headers")
+    @classmethod
+    def _no_wildcards(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any("*" in v for v in value):
+            raise ValueError("name each one; `*` is not accepted")
+        return value
+
+
+class AuthConfig(_Strict):
+    """Who may call. `keys`: gateway API keys (and JWTs if `jwt` is set); `open`: any token, identity from headers —
+    only offline on a loopback address; `auto`: open there, keys everywhere else. LLM_GATEWAY_AUTH overrides."""
+
+    mode: Literal["auto", "keys", "open"] = "auto"
+    pepper: Credential | None = None  # HMAC key of stored key hashes; else the file `pepper_file`
+    pepper_file: str = "~/.cache/llm-gateway/key-pepper"
+    admin_keys: tuple[Credential, ...] = ()  # bootstrap admin keys (LLM_GATEWAY_ADMIN_KEY is one more)
+    backend: Literal["sqlite", "dynamodb"] = "sqlite"
+    store: str = "~/.cache/llm-gateway/keys.db"
+    dynamodb: DynamoConfig = DynamoConfig(table="llm-gateway-keys")
+    cache_hit_s: float = Field(default=30.0, gt=0, le=30)  # a key found: re-read at least this often
+    cache_miss_s: float = Field(default=5.0, gt=0, le=5)  # a key not found: asked again after this
+    jwt: JwtConfig | None = None
+    cors: CorsConfig | None = None
+
+
 class ControlConfig(_Strict):
     """The actor control plane: named actors in `namespace`; replicas sync with them every `interval_s`."""
 
@@ -203,6 +285,8 @@ class GatewayConfig(_Strict):
     control: ControlConfig = ControlConfig()
     pricing: PricingConfig = PricingConfig()
     budgets: BudgetsConfig = BudgetsConfig()
+    auth: AuthConfig = AuthConfig()
+    secrets: SecretsConfig = SecretsConfig()
     providers: dict[str, ProviderConfig]
     models: dict[str, ModelEntry]
     routing_policy: str | None = None  # path of the routing policy YAML (relative: to the working directory)
@@ -248,13 +332,20 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and field."""
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, credential: bool = False) -> Any:
+    """`${VAR}` / `${VAR:-default}` replaced from the environment; in a credential field a value that is exactly one
+    reference stays one (`{"env": VAR, "default": ...}`), resolved by the process that uses it."""
     if isinstance(value, str):
+        whole = _ENV_REF.fullmatch(value)
+        if credential and whole:
+            return {"env": whole.group(1), "default": whole.group(2) or ""}
         return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        if credential:  # a reference such as {aws_secret: ..., region: ${AWS_REGION}}: expand its parts
+            return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, k in CREDENTIAL_FIELDS) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, credential) for v in value]
     return value
 
 

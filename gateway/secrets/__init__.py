@@ -1,0 +1,1 @@
+"""Credentials in configuration: literal values, environment references and AWS Secrets Manager references."""
