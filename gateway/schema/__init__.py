@@ -13,7 +13,7 @@ from gateway.schema.chat import (
     ToolSpec,
 )
 from gateway.schema.embeddings import EmbeddingsRequest, EmbeddingsResponse
-from gateway.schema.errors import ErrorInfo, ErrorKind, GatewayError, validation_error
+from gateway.schema.errors import ErrorInfo, ErrorKind, GatewayError, forbidden, unauthenticated, validation_error
 from gateway.schema.events import (
     STREAM_EVENT_ADAPTER,
     ErrorEvent,
@@ -56,5 +56,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "UsageEvent",
+    "forbidden",
+    "unauthenticated",
     "validation_error",
 ]

@@ -19,7 +19,9 @@ class ErrorKind(StrEnum):
     SERVER = "server"
     TIMEOUT = "timeout"
     CONNECTION = "connection"
-    AUTH = "auth"
+    AUTH = "auth"  # the provider refused the gateway's own credentials (not the caller's fault)
+    UNAUTHENTICATED = "unauthenticated"  # the caller's credential is missing, malformed, unknown, expired or revoked
+    FORBIDDEN = "forbidden"  # the caller is known but may not do this
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
     CONTEXT_LENGTH = "context_length"
@@ -54,6 +56,8 @@ _SEMANTICS: dict[ErrorKind, tuple[bool, bool, int, str]] = {
     ErrorKind.TIMEOUT: (True, True, 504, "timeout_error"),
     ErrorKind.CONNECTION: (True, True, 502, "connection_error"),
     ErrorKind.AUTH: (False, True, 502, "upstream_auth_error"),
+    ErrorKind.UNAUTHENTICATED: (False, False, 401, "authentication_error"),
+    ErrorKind.FORBIDDEN: (False, False, 403, "permission_error"),
     ErrorKind.BAD_REQUEST: (False, False, 400, "invalid_request_error"),
     ErrorKind.NOT_FOUND: (False, True, 404, "invalid_request_error"),
     ErrorKind.CONTEXT_LENGTH: (False, True, 400, "invalid_request_error"),
@@ -154,6 +158,16 @@ class GatewayError(Exception):
 
 def _rebuild(cls: type[GatewayError], kind: str, message: str, state: dict[str, Any]) -> GatewayError:
     return cls(kind, message, **state)
+
+
+def unauthenticated(reason: str) -> GatewayError:
+    """401 `invalid_api_key`; `reason` says what was wrong with the credential and never contains it."""
+    return GatewayError(ErrorKind.UNAUTHENTICATED, reason, code="invalid_api_key")
+
+
+def forbidden(code: str, message: str, param: str | None = None) -> GatewayError:
+    """403 with `code` one of model_not_allowed, daemon_not_allowed, identity_mismatch, admin_required, ..."""
+    return GatewayError(ErrorKind.FORBIDDEN, message, code=code, param=param)
 
 
 def validation_error(param: str, message: str) -> GatewayError:

@@ -31,6 +31,8 @@ _ERROR_TYPES = {
     ErrorKind.CONTENT_FILTERED: "invalid_request_error",
     ErrorKind.NOT_FOUND: "not_found_error",
     ErrorKind.BUDGET_EXCEEDED: "billing_error",
+    ErrorKind.UNAUTHENTICATED: "authentication_error",
+    ErrorKind.FORBIDDEN: "permission_error",
 }
 PING = b'event: ping\ndata: {"type":"ping"}\n\n'
 
