@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from gateway.auth.models import check_model, scope_plan
 from gateway.budgets.admission import Admission, Admitted
 from gateway.budgets.meter import StreamMeter
 from gateway.budgets.spending import Hold, Spending
@@ -131,9 +132,12 @@ class Pipeline:
 
     def plan(self, request: ChatRequest) -> RoutePlan:
         """The candidates to try, in order (a requested model's missing capability is named as a field error)."""
+        principal = request.metadata.principal
         if request.model != AUTO:
+            check_model(principal, request.model)
             check_capabilities(request, self._registry.target(request.model))
-        return self._priced(plan_route(request, self.control.policy, self._registry.catalog))
+        plan = plan_route(request, self.control.policy, self._registry.catalog)
+        return self._priced(scope_plan(principal, plan, request.model))
 
     def _priced(self, plan: RoutePlan) -> RoutePlan:
         """Candidates whose calls cannot be charged are skipped: a call is never recorded as $0."""
@@ -158,10 +162,10 @@ class Pipeline:
 
     def _servable(self, request: ChatRequest, names: tuple[str, ...]) -> dict[str, ModelEntry]:
         """Catalog models (by name, in order) that can serve `request` and have a price: a downgrade's targets."""
-        out = {}
+        out, principal = {}, request.metadata.principal
         for name in names:
             entry = self._registry.catalog.get(name)
-            if entry is None or entry.kind != "chat":
+            if entry is None or entry.kind != "chat" or (principal is not None and not principal.allows_model(name)):
                 continue
             try:
                 check_capabilities(request, self._registry.target(name))
@@ -442,7 +446,11 @@ class Pipeline:
 
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()
-        plan = self._priced(plan_embeddings(request, self.control.policy, self._registry.catalog))
+        principal = request.metadata.principal
+        if request.model != AUTO:
+            check_model(principal, request.model)
+        plan = plan_embeddings(request, self.control.policy, self._registry.catalog)
+        plan = self._priced(scope_plan(principal, plan, request.model))
         if request.model != AUTO:
             target = self._registry.target(request.model, kind="embedding")
             dims = target.entry.dimensions

@@ -11,9 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.schema.chat import Daemon
+from gateway.schema.principal import Daemon, Scope
 
-Scope = Literal["chat", "embeddings", "admin"]
 Status = Literal["active", "revoked"]
 PREFIX = "gwk_"
 _KEY = re.compile(r"^gwk_([a-z0-9]{8,32})_([A-Za-z0-9_-]{43,128})$")
@@ -39,8 +38,8 @@ class Rotation(_Frozen):
     with a pad derived from the pepper and that Idempotency-Key (neither is stored)."""
 
     idempotency: str  # hex SHA-256 of the Idempotency-Key
-    version: int
-    sealed: str  # hex: the new secret XOR HMAC(pepper, idempotency key | key id | version)
+    version: int = 0  # the secret version it made (set by the registry)
+    sealed: str  # hex: the new secret XOR HMAC(pepper, idempotency key | key id)
     at: float
 
 
@@ -125,20 +124,20 @@ class KeyHasher:
                 found = version
         return found
 
-    def _pad(self, idempotency_key: str, key_id: str, version: int, length: int) -> bytes:
-        """A one-time pad for one sealed secret: HMAC blocks with a counter (never a repeated block)."""
-        label = f"rotate|{idempotency_key}|{key_id}|{version}|".encode()
+    def _pad(self, idempotency_key: str, key_id: str, length: int) -> bytes:
+        """A one-time pad for one sealed secret (one per key and Idempotency-Key): HMAC blocks with a counter."""
+        label = f"rotate|{idempotency_key}|{key_id}|".encode()
         blocks = (hmac.new(self._pepper, label + bytes([i]), hashlib.sha256).digest() for i in range(length // 32 + 1))
         return b"".join(blocks)[:length]
 
-    def seal(self, secret: str, idempotency_key: str, key_id: str, version: int) -> str:
+    def seal(self, secret: str, idempotency_key: str, key_id: str) -> str:
         raw = secret.encode()
-        pad = self._pad(idempotency_key, key_id, version, len(raw))
+        pad = self._pad(idempotency_key, key_id, len(raw))
         return bytes(a ^ b for a, b in zip(raw, pad, strict=True)).hex()
 
-    def unseal(self, sealed: str, idempotency_key: str, key_id: str, version: int) -> str:
+    def unseal(self, sealed: str, idempotency_key: str, key_id: str) -> str:
         raw = bytes.fromhex(sealed)
-        pad = self._pad(idempotency_key, key_id, version, len(raw))
+        pad = self._pad(idempotency_key, key_id, len(raw))
         return bytes(a ^ b for a, b in zip(raw, pad, strict=True)).decode()
 
 

@@ -15,7 +15,7 @@ from gateway.config import ConfigError, ModelEntry
 from gateway.routing.policy import load_policy_file
 from gateway.schema.chat import GatewayMetadata
 
-Scope = Literal["global", "daemon", "org", "user", "turn"]
+Scope = Literal["global", "daemon", "org", "user", "turn", "key"]
 MICROS = Decimal(1_000_000)
 
 
@@ -23,7 +23,7 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     scope: Scope
-    key: str | None = None  # one daemon / org / user; None: every one of them separately
+    key: str | None = None  # one daemon / org / user / turn / key id; None: every one of them separately
     window: Literal["turn", "day", "month"]
     limit_usd: Decimal | None = Field(default=None, ge=0)
     limit_tokens: int | None = Field(default=None, ge=0)
@@ -81,16 +81,23 @@ def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | No
     """Every account a call with this metadata spends from (windows in UTC)."""
     now = now or datetime.now(tz=UTC)
     windows = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "turn": "turn"}
+    principal = meta.principal
+    key_id = principal.key_id if principal is not None and not principal.is_open else None
     values: Mapping[str, str | None] = {
-        "global": "*", "daemon": meta.daemon, "org": meta.org, "user": meta.user, "turn": meta.turn_id,
+        "global": "*", "daemon": meta.daemon, "org": meta.org, "user": meta.user, "turn": meta.turn_id, "key": key_id,
     }  # fmt: skip
     out = []
     for name, b in policy.budgets.items():
         value = values[b.scope]
         if value is None or (b.key is not None and b.key != value):
             continue
-        out.append(Account(name, value, windows[b.window], b.limit_micros, b.limit_tokens))
+        out.append(Account(name, in_org(b.scope, value, meta.org), windows[b.window], b.limit_micros, b.limit_tokens))
     return out
+
+
+def in_org(scope: str, value: str, org: str | None) -> str:
+    """A user's or a turn's account is its org's own (`acme/alice`): two orgs' users of one name never share one."""
+    return f"{org}/{value}" if org is not None and scope in ("user", "turn") else value
 
 
 def load_budgets(path: str | Path, catalog: Mapping[str, ModelEntry] | None = None) -> BudgetPolicy:

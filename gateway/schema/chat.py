@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.schema.principal import Daemon, Principal
+
 Role = Literal["system", "user", "assistant", "tool"]
-Daemon = Literal["router", "executor", "evaluator", "working_memory"]
 TaskClass = Literal["planning", "quick", "code", "embeddings"]
 
 
@@ -133,6 +134,8 @@ class GatewayMetadata(_Frozen):
     budget_tier: str | None = None
     deadline: float | None = Field(default=None, gt=0)  # the turn's deadline, Unix seconds (shared by its calls)
     timeout_ms: int | None = Field(default=None, gt=0)  # or: this call's own time limit
+    # Set by authentication only: a request that claims one is refused (gateway.auth.identity).
+    principal: Principal | None = None
 
 
 class ChatRequest(_Frozen):
