@@ -11,6 +11,14 @@ from ray import serve
 from ray.serve import Application
 
 from actors.control_plane import ControlLink
+from actors.key_link import KeyLink
+from gateway.auth.admin import KeyAdmin
+from gateway.auth.audit import Audit
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.cache import KeyCache
+from gateway.auth.jwt_verifier import JwtVerifier
+from gateway.auth.keys import KeyHasher
+from gateway.auth.setup import admin_keys, auth_mode, pepper
 from gateway.budgets.gate import BudgetGate, to_micros
 from gateway.budgets.policy import BudgetPolicy, load_budgets
 from gateway.budgets.spending import Spending
@@ -21,6 +29,7 @@ from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer, PriceTable, load_price_table
 from gateway.providers import ProviderRegistry
 from gateway.routing.policy import RoutingPolicy, load_policy, resolve_policy_path
+from gateway.secrets.resolver import SecretResolver
 from gateway.tokens import TokenEstimator, token_margins
 
 APP_NAME = "llm_gateway"
@@ -57,11 +66,13 @@ class Gateway:
     control plane reaches it only through a background sync (no actor call per request)."""
 
     async def __init__(
-        self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None
-    ) -> None:
+        self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None,
+        auth_mode: str = "keys",
+    ) -> None:  # fmt: skip
         _log_to_replica_file()
         self._config = config
-        registry = ProviderRegistry(config)
+        resolver = SecretResolver(config.secrets)  # credentials are read here, in the replica (never Ray arguments)
+        registry = ProviderRegistry(config, resolver)
         limits = registry.limits()
         control = ReplicaControl(
             _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in limits.items()},
@@ -84,14 +95,35 @@ class Gateway:
             await self._link.start_ledger()
             self._link.start()
         self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
+        self._keys: KeyLink | None = None
+        self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)
+
+    async def _authentication(
+        self, mode: str, resolver: SecretResolver, policy: RoutingPolicy | None
+    ) -> tuple[Authenticator, KeyAdmin | None]:
+        """Open mode: anyone. Keys mode: the pepper and bootstrap admin keys read here, a key cache fed by the
+        registry actor's change feed (the first snapshot before the first request), JWTs if configured."""
+        if mode == "open":
+            return Authenticator("open", Audit()), None
+        auth = self._config.auth
+        hasher = KeyHasher(pepper(auth, resolver.resolve))
+        self._keys = KeyLink(auth, self._config.control.namespace, self._config.control.interval_s)
+        cache = self._keys.cache = KeyCache(self._keys.lookup, auth.cache_hit_s, auth.cache_miss_s)
+        await self._keys.ready()
+        self._keys.start()
+        jwt = JwtVerifier(auth.jwt) if auth.jwt is not None else None
+        authenticator = Authenticator("keys", Audit(), hasher, cache, admin_keys(auth, resolver.resolve), jwt)
+        tiers = policy.budget_tiers if policy is not None else ()
+        return authenticator, KeyAdmin(hasher, self._keys, self._config.models, tiers)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return HttpApi(self._config, self._pipeline, self._link, self._tokens).app()
+        return HttpApi(self._config, self._pipeline, self._auth, self._link, self._tokens, self._key_admin).app()
 
     async def __del__(self) -> None:
-        """Serve calls this on replica shutdown: stop the sync, close the provider connection pools."""
-        if self._link is not None:
-            await self._link.aclose()
+        """Serve calls this on replica shutdown: stop the syncs, close the provider connection pools."""
+        for link in (self._link, self._keys):
+            if link is not None:
+                await link.aclose()
         await self._pipeline.aclose()
 
 
@@ -105,8 +137,9 @@ def build_app(config: GatewayConfig) -> Application:
         config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
     prices = load_price_table(config.pricing.table) if config.pricing.table else {}
     budgets = load_budgets(config.budgets.policy, config.models) if config.budgets.policy else None
+    mode = auth_mode(config)  # here, so an unsafe open mode refuses to deploy, saying why
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
-    ).bind(config, policy, prices, budgets)
+    ).bind(config, policy, prices, budgets, mode)

@@ -12,12 +12,18 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from gateway.auth.access import ROUTE_SCOPES, budget_org
+from gateway.auth.admin import KeyAdmin
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.identity import bind
 from gateway.budgets.policy import MICROS, accounts_for
-from gateway.config import GatewayConfig
+from gateway.config import CorsConfig, GatewayConfig
 from gateway.control.status import provider_status
+from gateway.http_keys import KeysApi
 from gateway.pipeline import Pipeline
 from gateway.schema import (
     ChatRequest,
@@ -29,12 +35,16 @@ from gateway.schema import (
     StreamEvent,
     validation_error,
 )
+from gateway.schema.principal import Principal
 from gateway.streaming import batches_with_heartbeats
 from gateway.tokens import TokenEstimator, token_margins
 from gateway.wire import anthropic_in, anthropic_out, native, openai_in, openai_out
 
 log = logging.getLogger("gateway.http")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+CHALLENGE = {"www-authenticate": 'Bearer realm="llm-gateway"'}  # on every 401 (RFC 6750)
+EXPOSED = ("x-gateway-provider", "x-gateway-model", "x-gateway-route", "x-gateway-cost-usd", "x-gateway-budget",
+           "x-gateway-attempts", "x-gateway-latency-ms", "retry-after")  # fmt: skip
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -43,7 +53,7 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     """The error in the OpenAI format (default) or the Anthropic one (for `/v1/messages`)."""
-    headers = {}
+    headers = dict(CHALLENGE) if exc.kind is ErrorKind.UNAUTHENTICATED else {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     if exc.provider:
@@ -120,13 +130,28 @@ class ControlAdmin(Protocol):
 class HttpApi:
     """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
 
-    def __init__(self, config: GatewayConfig, pipeline: Pipeline, admin: ControlAdmin | None = None,
-                 tokens: TokenEstimator | None = None) -> None:  # fmt: skip
+    def __init__(self, config: GatewayConfig, pipeline: Pipeline, auth: Authenticator,
+                 admin: ControlAdmin | None = None, tokens: TokenEstimator | None = None,
+                 keys: KeyAdmin | None = None) -> None:  # fmt: skip
         self._config = config
         self._pipeline = pipeline
+        self._auth = auth
         self._admin = admin
+        self._keys = KeysApi(keys, self._caller)
         self._heartbeat = config.server.heartbeat_interval_s
         self._tokens = tokens or TokenEstimator(token_margins(config))
+
+    async def _caller(self, http: Request, route: str) -> Principal:
+        """The authenticated caller of `route` (401 / 403 before anything else is read); kept on the request so
+        a later refusal (a model the key may not use) is audited with it."""
+        principal = await self._auth.authenticate(http.headers, route, ROUTE_SCOPES[route])
+        http.state.caller = (principal, route)
+        return principal
+
+    def _audit_refusal(self, http: Request, exc: GatewayError) -> None:
+        caller = getattr(http.state, "caller", None)
+        if exc.kind is ErrorKind.FORBIDDEN and caller is not None:
+            self._auth.audit.deny(caller[1], exc, caller[0])
 
     def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
         headers = _route_headers(provider, model, attempts, route)
@@ -170,7 +195,9 @@ class HttpApi:
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
+        principal = await self._caller(http, "chat.completions")
         request, include_usage = openai_in.parse_chat(await _body(http), http.headers)
+        request = bind(principal, request)
         if request.stream:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
             return await self._stream(request, encoder.encode)
@@ -184,6 +211,7 @@ class HttpApi:
         return _json(openai_out.chat_completion(response), headers=headers)
 
     async def native_chat(self, http: Request) -> Response:
+        principal = await self._caller(http, "gateway.chat")
         body = await _body(http)
         if not isinstance(body, dict):
             raise validation_error("body", "the request body must be a JSON object")
@@ -195,16 +223,18 @@ class HttpApi:
             request = ChatRequest.model_validate({**body, "stream": True, "metadata": {**meta, **headers}})
         except ValidationError as exc:
             raise openai_in.pydantic_error(exc) from None
-        return await self._stream(request, native.encode_event)
+        return await self._stream(bind(principal, request), native.encode_event)
 
     async def messages(self, http: Request) -> Response:
         """The Anthropic Messages API, for any catalog model on any provider; errors in Anthropic's format."""
         try:
-            request = anthropic_in.parse_messages(await _body(http), http.headers)
+            principal = await self._caller(http, "messages")
+            request = bind(principal, anthropic_in.parse_messages(await _body(http), http.headers))
             if request.stream:
                 return await self._stream(request, anthropic_out.MessageStreamEncoder().encode)
             response: ChatResponse = await self._pipeline.complete(request)
         except GatewayError as exc:
+            self._audit_refusal(http, exc)
             return error_response(exc, anthropic=True)
         headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
@@ -216,7 +246,9 @@ class HttpApi:
     async def route(self, http: Request) -> Response:
         """Dry run: the route plan an OpenAI-format chat request would get, and why, with each candidate's prompt
         token estimate; nothing is called."""
+        principal = await self._caller(http, "gateway.route")
         request, _ = openai_in.parse_chat(await _body(http), http.headers)
+        request = bind(principal, request)
         plan = self._pipeline.plan(request)
         catalog = self._config.models
 
@@ -235,9 +267,11 @@ class HttpApi:
     async def providers(self, http: Request) -> Response:
         """Breakers, latency statistics, rate-limit use and recent errors of every provider: the shared view (all
         replicas, as of this replica's snapshot) merged with this replica's own breakers."""
+        await self._caller(http, "providers")
         return _json(provider_status(self._config, self._pipeline.control))
 
     async def policy(self, http: Request) -> Response:
+        await self._caller(http, "policy")
         control = self._pipeline.control
         body: dict[str, Any] = {"policy_version": control.snapshot.policy_version,
                                 "policy_error": control.snapshot.policy_error}  # fmt: skip
@@ -249,6 +283,7 @@ class HttpApi:
 
     async def reload_policy(self, http: Request) -> Response:
         """Re-read the routing policy file; an invalid file is rejected (409) and the policy in force stays."""
+        await self._caller(http, "policy.reload")
         if self._admin is None:
             raise GatewayError(ErrorKind.NOT_FOUND, "this gateway runs without a control plane; nothing to reload")
         ok, message = await self._admin.reload_policy()
@@ -256,18 +291,16 @@ class HttpApi:
 
     async def budgets(self, http: Request) -> Response:
         """`GET /v1/gateway/budgets/{scope}/{key}`: limit, spent, reserved and remaining of each budget of that
-        scope that applies to `key` (its current window), from the ledger."""
+        scope that applies to `key` (its current window), from the ledger. A user's or a turn's account is its
+        org's: `?org=` names it for an admin; any other caller reads its own (gateway.auth.access)."""
+        principal = await self._caller(http, "budgets")
         scope, key = http.path_params["scope"], http.path_params["key"]
         spending = self._pipeline.spending
         if spending is None or self._admin is None:
             raise GatewayError(ErrorKind.NOT_FOUND, "budgets are off in this gateway (no `budgets.policy`)")
-        fields = {"global": None, "daemon": "daemon", "org": "org", "user": "user", "turn": "turn_id"}
-        if scope not in fields:
-            raise validation_error("scope", f"one of {', '.join(fields)}")
-        try:
-            meta = GatewayMetadata.model_validate({fields[scope]: key} if fields[scope] else {})
-        except ValidationError as exc:
-            raise openai_in.pydantic_error(exc) from None
+        if scope not in BUDGET_FIELDS:
+            raise validation_error("scope", f"one of {', '.join(BUDGET_FIELDS)}")
+        meta = _budget_meta(scope, key, budget_org(principal, scope, key, http.query_params.get("org")))
         accounts = [a for a in accounts_for(spending.policy, meta) if spending.policy.budgets[a.budget].scope == scope]
         if not accounts:
             raise GatewayError(ErrorKind.NOT_FOUND, f"no budget applies to {scope} `{key}`")
@@ -281,7 +314,9 @@ class HttpApi:
         return _json({"budgets": out})
 
     async def embeddings(self, http: Request) -> Response:
+        principal = await self._caller(http, "embeddings")
         request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
+        request = bind(principal, request)
         response = await self._pipeline.embed(request)
         headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
@@ -289,6 +324,8 @@ class HttpApi:
         return _json(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:
+        """The catalog models this caller's key may use."""
+        principal = await self._caller(http, "models")
         data = [
             {
                 "id": name,
@@ -299,6 +336,7 @@ class HttpApi:
                 "context_window": entry.context_window,
             }
             for name, entry in self._config.models.items()
+            if principal.allows_model(name)
         ]
         return _json({"object": "list", "data": data})
 
@@ -306,7 +344,8 @@ class HttpApi:
         api = FastAPI(title="LLM Gateway", docs_url=None, redoc_url=None)
 
         @api.exception_handler(GatewayError)
-        async def _gateway_error(_: Request, exc: GatewayError) -> Response:
+        async def _gateway_error(http: Request, exc: GatewayError) -> Response:
+            self._audit_refusal(http, exc)
             return error_response(exc)
 
         @api.exception_handler(Exception)
@@ -324,6 +363,9 @@ class HttpApi:
         api.add_api_route("/v1/gateway/policy/reload", self.reload_policy, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
+        self._keys.mount(api)
+        if self._config.auth.cors is not None:
+            _allow_browsers(api, self._config.auth.cors)
 
         @api.get("/healthz")
         async def healthz() -> JSONResponse:
@@ -336,3 +378,26 @@ class HttpApi:
             )
 
         return api
+
+
+BUDGET_FIELDS = {"global": None, "daemon": "daemon", "org": "org", "user": "user", "turn": "turn_id", "key": None}
+
+
+def _budget_meta(scope: str, key: str, org: str | None) -> GatewayMetadata:
+    """The metadata of a call that would spend from `scope` account `key` (of `org`, for users and turns)."""
+    fields: dict[str, Any] = {"org": org} if scope in ("user", "turn") else {}
+    if scope == "key":
+        fields["principal"] = Principal(key_id=key, via="key")
+    elif BUDGET_FIELDS[scope] is not None:
+        fields[BUDGET_FIELDS[scope]] = key
+    try:
+        return GatewayMetadata.model_validate(fields)
+    except ValidationError as exc:
+        raise openai_in.pydantic_error(exc) from None
+
+
+def _allow_browsers(api: FastAPI, cors: CorsConfig) -> None:
+    """CORS for the named origins only (no cookies: a browser client sends its key in `Authorization`)."""
+    api.add_middleware(CORSMiddleware, allow_origins=list(cors.origins), allow_methods=list(cors.methods),
+                       allow_headers=list(cors.headers), allow_credentials=False, expose_headers=list(EXPOSED),
+                       max_age=cors.max_age_s)  # fmt: skip

@@ -1,4 +1,5 @@
-"""A local moto server for DynamoDB tests: real HTTP on loopback, fake credentials, one request at a time."""
+"""A local moto server for AWS tests (every moto backend: DynamoDB, Secrets Manager, ...): real HTTP on loopback,
+fake credentials, one request at a time."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from werkzeug.serving import make_server
 
 REGION = "us-east-1"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
-AWS_OVERRIDES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB")
+AWS_OVERRIDES = (
+    "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+)  # fmt: skip
 
 
 def one_at_a_time(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes]]:

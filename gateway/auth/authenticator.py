@@ -9,10 +9,12 @@ import time
 from collections.abc import Mapping
 
 from gateway.auth.audit import Audit
-from gateway.auth.cache import KeyCache, RegistryUnavailable
+from gateway.auth.cache import Entry, KeyCache, RegistryUnavailable
 from gateway.auth.keys import KeyHasher, KeyRecord, parse_key
 from gateway.schema import ErrorKind, GatewayError, forbidden, unauthenticated
 from gateway.schema.principal import ALL_SCOPES, OPEN, Principal, Scope
+
+RECHECK_S = 1.0
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -45,7 +47,7 @@ class Authenticator:
         if mode == "keys" and (hasher is None or cache is None):
             raise ValueError("keys mode needs a pepper and a key cache")
         self.mode = mode
-        self._audit = audit
+        self.audit = audit
         self._hasher = hasher
         self.cache = cache
         self._jwt = jwt  # a JwtVerifier (gateway.auth.jwt_verifier)
@@ -62,14 +64,14 @@ class Authenticator:
             principal = await self._identify(token)
         except GatewayError as exc:
             parsed = parse_key(token) if token else None
-            self._audit.deny(route, exc, key_id=parsed[0] if parsed else None)
+            self.audit.deny(route, exc, key_id=parsed[0] if parsed else None)
             raise
         if scope is not None and not principal.has_scope(scope):
             exc = (forbidden("admin_required", "this endpoint needs a key with the `admin` scope") if scope == "admin"
                    else forbidden("scope_not_allowed", f"this key lacks the `{scope}` scope"))  # fmt: skip
-            self._audit.deny(route, exc, principal)
+            self.audit.deny(route, exc, principal)
             raise exc
-        self._audit.allow(route, principal)
+        self.audit.allow(route, principal)
         return principal
 
     async def _identify(self, token: str | None) -> Principal:
@@ -92,10 +94,23 @@ class Authenticator:
             return self._bootstrap(token) or _unknown()
         now = time.time()
         if self._hasher.matches(record, secret, now) is None:
-            raise unauthenticated("invalid API key (unknown, or a rotated-out secret past its grace period)")
+            record = await self._recheck(key_id, entry)
+            if record is None or self._hasher.matches(record, secret, now) is None:
+                raise unauthenticated("invalid API key (unknown, or a rotated-out secret past its grace period)")
         if (why := record.usable_at(now)) is not None:
             raise unauthenticated(why)
         return self._principal(record)
+
+    async def _recheck(self, key_id: str, cached: Entry | None) -> KeyRecord | None:
+        """The record again, if the one checked came from the cache: a secret it does not know may be one a
+        rotation on another replica just made (throttled per key by the cache)."""
+        assert self.cache is not None
+        if cached is None or not self.cache.may_recheck(key_id, RECHECK_S):
+            return None
+        try:
+            return await self.cache.fetch(key_id)
+        except RegistryUnavailable:
+            return None
 
     def _principal(self, record: KeyRecord) -> Principal:
         slot = (record.key_id, record.revision)

@@ -34,6 +34,7 @@ class KeyCache:
         self._clock = clock
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._pending: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._rechecked: dict[str, float] = {}  # key id -> when it was last asked for again off schedule
         self.version = 0  # of the registry's change feed, as last applied
         self.lookups = 0  # registry calls on a request's path (first sight, or an expired entry)
 
@@ -47,6 +48,17 @@ class KeyCache:
             return None
         entry.used = True
         return entry
+
+    def may_recheck(self, key_id: str, every_s: float) -> bool:
+        """Whether a record may be asked for again off its schedule (a secret it does not know: perhaps a rotation
+        on another replica); at most once every `every_s` per key, so wrong secrets cannot flood the registry."""
+        now = self._clock()
+        if now - self._rechecked.get(key_id, -every_s) < every_s:
+            return False
+        if len(self._rechecked) > self._max:
+            self._rechecked.clear()
+        self._rechecked[key_id] = now
+        return True
 
     async def fetch(self, key_id: str) -> KeyRecord | None:
         """Ask the registry (one call in flight per key id). If it cannot be asked, a stale record still serves

@@ -58,7 +58,8 @@ class Spending:
     def accounts(self, meta: GatewayMetadata) -> list[Account]:
         """The accounts a caller spends from today (cached per caller and UTC day; bounded)."""
         day = int(time.time() // 86_400)
-        key = (day, meta.daemon, meta.org, meta.user, meta.turn_id)
+        principal = meta.principal
+        key = (day, meta.daemon, meta.org, meta.user, meta.turn_id, principal.key_id if principal else None)
         found = self._accounts.get(key)
         if found is None:
             if len(self._accounts) >= ACCOUNTS_CACHE:

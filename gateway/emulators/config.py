@@ -35,6 +35,7 @@ class EmulatorSettings:
     ratelimit_requests: int = 10_000
     ratelimit_tokens: int = 10_000_000
     client_max_size: int = 64 * 1024 * 1024
+    api_keys: tuple[str, ...] = ()  # when set, OpenAI and Anthropic refuse any other key (401), as for a rotated one
 
 
 @dataclass(frozen=True)

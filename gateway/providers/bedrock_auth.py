@@ -10,12 +10,13 @@ from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 
 from gateway.config import BedrockRegion, ProviderConfig
+from gateway.secrets.refs import value_of
 
 
 def _base_session(config: ProviderConfig) -> boto3.Session:
-    if config.aws_access_key_id is not None and config.aws_secret_access_key is not None:
-        return boto3.Session(aws_access_key_id=config.aws_access_key_id.get_secret_value(),
-                             aws_secret_access_key=config.aws_secret_access_key.get_secret_value())  # fmt: skip
+    key_id, secret = value_of(config.aws_access_key_id), value_of(config.aws_secret_access_key)
+    if key_id and secret:
+        return boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret)
     return boto3.Session()  # boto3's default chain: environment, profile, instance role
 
 

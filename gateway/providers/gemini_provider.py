@@ -30,6 +30,7 @@ from gateway.schema import (
     Usage,
     UsageEvent,
 )
+from gateway.secrets.refs import value_of
 
 TASK_TYPES = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY", "classification": "CLASSIFICATION",
               "clustering": "CLUSTERING"}  # fmt: skip
@@ -57,7 +58,7 @@ class GeminiProvider:
             options["headers"] = dict(config.headers)
         self._read = config.timeouts.read  # the SDK has one total timeout; upstream silence is bounded here
         self._client = genai.Client(
-            api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
+            api_key=value_of(config.api_key) or "missing-key",
             http_options=types.HttpOptions(**options),
         )
 

@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
-from gateway.config import GatewayConfig, ModelEntry, ProviderConfig, Timeouts
+from gateway.config import BedrockRegion, GatewayConfig, ModelEntry, ProviderConfig, SecretsConfig, Timeouts
 from gateway.providers.anthropic_provider import AnthropicProvider
 from gateway.providers.base import Provider, Target
 from gateway.providers.bedrock_provider import BedrockProvider
 from gateway.providers.gemini_provider import GeminiProvider
 from gateway.providers.openai_provider import OpenAIProvider
+from gateway.providers.rotating import Build, rotating
 from gateway.schema import ErrorKind, GatewayError
+from gateway.secrets.resolver import SecretResolver, rotates, with_values
 
 
-def build_providers(name: str, config: ProviderConfig) -> dict[str, Provider]:
-    """The adapters of one configured provider: one, or for Bedrock one per region, named `name@region`."""
+def build_providers(name: str, config: ProviderConfig, resolver: SecretResolver | None = None) -> dict[str, Provider]:
+    """The adapters of one configured provider: one, or for Bedrock one per region, named `name@region`.
+    Credentials are resolved by `resolver` (default: the default `secrets` settings); adapters of a provider with
+    an AWS secret re-read it on an auth error (RotatingProvider)."""
+    resolver = resolver or SecretResolver(SecretsConfig())
+    builds = _builds(name, config)
+    if rotates(config):
+        return {n: rotating(config, b, resolver) for n, b in builds.items()}
+    resolved = with_values(config, resolver)
+    return {n: b(resolved) for n, b in builds.items()}
+
+
+def _builds(name: str, config: ProviderConfig) -> dict[str, Build]:
+    """Per adapter name, how to build it from a resolved config."""
     if config.kind == "openai":
-        return {name: OpenAIProvider(name, config)}
+        return {name: partial(OpenAIProvider, name)}
     if config.kind == "anthropic":
-        return {name: AnthropicProvider(name, config)}
+        return {name: partial(AnthropicProvider, name)}
     if config.kind == "gemini":
-        return {name: GeminiProvider(name, config)}
+        return {name: partial(GeminiProvider, name)}
     if config.kind == "bedrock":
-        return {f"{name}@{r.name}": BedrockProvider(f"{name}@{r.name}", config, r) for r in config.regions}
+        return {f"{name}@{r.name}": partial(_bedrock, f"{name}@{r.name}", r) for r in config.regions}
     raise ValueError(f"providers.{name}.kind: unsupported provider kind `{config.kind}`")
 
 
-def build_provider(name: str, config: ProviderConfig) -> Provider:
+def _bedrock(name: str, region: BedrockRegion, config: ProviderConfig) -> Provider:
+    return BedrockProvider(name, config, region)
+
+
+def build_provider(name: str, config: ProviderConfig, resolver: SecretResolver | None = None) -> Provider:
     """The preferred adapter of one configured provider (for Bedrock: its first region)."""
-    return next(iter(build_providers(name, config).values()))
+    return next(iter(build_providers(name, config, resolver).values()))
 
 
 class ProviderRegistry:
@@ -36,15 +55,17 @@ class ProviderRegistry:
 
     A Bedrock provider is one adapter per region (`bedrock@us-east-1`, ...), so routing and
     breakers can tell regions apart; its bare name means its preferred (first) region.
+    Credentials are read by `resolver` (default: one for `config.secrets`) when the adapters are built.
     """
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, resolver: SecretResolver | None = None) -> None:
         self._config = config
+        resolver = resolver or SecretResolver(config.secrets)
         self._providers: dict[str, Provider] = {}
         self._configs: dict[str, ProviderConfig] = {}
         self.canonical: dict[str, str] = {}  # any provider name -> its adapter's own (`bedrock` -> `bedrock@us-east-1`)
         for name, provider in config.providers.items():
-            built = build_providers(name, provider)
+            built = build_providers(name, provider, resolver)
             self._providers.update(built)
             self._providers.setdefault(name, next(iter(built.values())))
             self._configs.update(dict.fromkeys([name, *built], provider))

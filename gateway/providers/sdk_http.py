@@ -20,6 +20,7 @@ from gateway.config import ProviderConfig
 from gateway.providers.base import Target
 from gateway.providers.sse import SSEvent, sse_events
 from gateway.schema import ErrorKind, GatewayError
+from gateway.secrets.refs import value_of
 
 ErrorMapper = Callable[..., GatewayError]
 RAW_STREAM_HEADER = ("X-Stainless-Raw-Response", "stream")  # the SDKs' own flag: hand back the open response
@@ -29,7 +30,7 @@ def sdk_client(sdk: ModuleType, client_cls: Any, config: ProviderConfig) -> Any:
     """An async Stainless SDK client (openai / anthropic) with retries off, the config's timeouts, aiohttp transport."""
     t = config.timeouts
     return client_cls(
-        api_key=config.api_key.get_secret_value() if config.api_key else "missing-key",
+        api_key=value_of(config.api_key) or "missing-key",
         base_url=config.base_url,
         max_retries=0,
         default_headers=config.headers or None,

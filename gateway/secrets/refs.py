@@ -56,3 +56,12 @@ def describe(cred: Credential | None) -> str:
     if isinstance(cred, EnvRef):
         return f"environment variable {cred.env}"
     return "a value in the config"
+
+
+def value_of(cred: Credential | None) -> str | None:
+    """The value of a credential already resolved to a SecretStr (`resolver.with_values`); a reference is refused."""
+    if cred is None:
+        return None
+    if isinstance(cred, SecretStr):
+        return cred.get_secret_value()
+    raise TypeError(f"an unresolved credential ({describe(cred)}): build adapters from `with_values(config, resolver)`")

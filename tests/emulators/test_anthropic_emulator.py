@@ -482,3 +482,14 @@ def test_auth_validation_and_not_found(url: str, http: httpx.Client, claude: ant
     r = http.get(f"{url}/v1/nope", headers=KEY)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error" and r.headers["request-id"]
     assert MODEL in [m.id for m in claude.models.list()]
+
+
+def test_only_the_configured_api_keys_are_accepted(
+    url: str, http: httpx.Client, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulator.settings, "api_keys", ("sk-current",))
+    msgs, body = f"{url}/v1/messages", {"model": MODEL, "max_tokens": 10, "messages": user("hi")}
+    r = http.post(msgs, json=body, headers={"x-api-key": "sk-rotated-away"})
+    assert r.status_code == 401 and r.json()["error"]["message"] == "invalid x-api-key"
+    assert http.post(msgs, json=body, headers={"x-api-key": "sk-current"}).status_code == 200
+    assert http.post(msgs, json=body, headers={"authorization": "Bearer sk-current"}).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.request
 from pathlib import Path
@@ -12,9 +13,13 @@ from launcher.runtime import apply_ray_env
 
 apply_ray_env()  # before anything imports ray
 
+from gateway.auth.registry import KeyRegistry  # noqa: E402
+from gateway.auth.setup import ADMIN_KEY_ENV  # noqa: E402
+from gateway.auth.store import SqliteKeyStore  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from launcher import runtime  # noqa: E402
 from launcher.cli import wait_http  # noqa: E402
+from tests.serve import keys  # noqa: E402
 from tests.support import catalog_with_faults  # noqa: E402
 
 HEARTBEAT_S = 0.15
@@ -25,6 +30,7 @@ LIMITED_RPM = 5
 PACED_MS = 100  # between the tokens of `paced-mini`
 DEFAULT_OUTPUT = 8  # output reserved for a budgeted call without max_tokens (small: streams extend it)
 POLICY_SOURCE = Path(__file__).parent / "routing_policy.yaml"
+PEPPER_ENV = "LLM_GATEWAY_TEST_PEPPER"  # the key pepper reaches the replicas as a ${ENV} reference, never a value
 
 
 def _free_port() -> int:
@@ -42,10 +48,24 @@ def policy_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
+def key_store(tmp_path_factory) -> Path:
+    """The session's key store, seeded with the operations key (tests.serve.keys)."""
+    path = tmp_path_factory.mktemp("keys") / "keys.db"
+    store = SqliteKeyStore(path)
+    KeyRegistry(store).create(keys.ops_record())
+    store.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, tmp_path_factory) -> str:
+    # Both reach the replicas through the environment Ray starts with (never as deployment arguments).
+    os.environ[ADMIN_KEY_ENV] = keys.ADMIN_KEY
+    os.environ[PEPPER_ENV] = keys.PEPPER
     config = parse_config(
         {
             "offline": True,
+            "auth": {"mode": "keys", "store": str(key_store), "pepper": "${" + PEPPER_ENV + "}"},
             # two replicas: breakers, snapshots and leases are shared through the control-plane actors
             "server": {"port": _free_port(), "heartbeat_interval_s": HEARTBEAT_S, "replicas": REPLICAS},
             "control": {"interval_s": SYNC_S},
@@ -118,13 +138,15 @@ def gateway_url(emulator_url: str, policy_file: Path, tmp_path_factory) -> str:
         yield base
     finally:
         runtime.stop_ray()
+        os.environ.pop(ADMIN_KEY_ENV, None)
+        os.environ.pop(PEPPER_ENV, None)
 
 
 @pytest.fixture()
 def gw(gateway_url: str):
     from openai import OpenAI
 
-    with OpenAI(base_url=f"{gateway_url}/v1", api_key="any-token", max_retries=0, timeout=20) as client:
+    with OpenAI(base_url=f"{gateway_url}/v1", api_key=keys.OPS_KEY, max_retries=0, timeout=20) as client:
         yield client
 
 
@@ -140,5 +162,5 @@ def upstream(emulator_url: str):
 def get_json(url: str) -> object:
     import json
 
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=keys.AUTH), timeout=5) as r:
         return json.loads(r.read())

@@ -8,6 +8,8 @@ import anthropic
 import httpx
 import pytest
 
+from tests.serve.keys import AUTH, OPS_KEY
+
 pytestmark = pytest.mark.ray
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="anthropic")
 
@@ -20,7 +22,7 @@ WEATHER = {
 
 @pytest.fixture()
 def claude(gateway_url: str):
-    with anthropic.Anthropic(base_url=gateway_url, api_key="any-token", max_retries=0, timeout=20) as client:
+    with anthropic.Anthropic(base_url=gateway_url, api_key=OPS_KEY, max_retries=0, timeout=20) as client:
         yield client
 
 
@@ -108,6 +110,6 @@ def test_a_broken_stream_raises_in_the_sdk_and_never_finishes(claude):
 
 
 def test_missing_max_tokens_is_a_400_naming_it(gateway_url):
-    r = httpx.post(f"{gateway_url}/v1/messages", json={"model": "gpt-4o-mini", "messages": _user("x")})
+    r = httpx.post(f"{gateway_url}/v1/messages", json={"model": "gpt-4o-mini", "messages": _user("x")}, headers=AUTH)
     assert r.status_code == 400
     assert r.json()["error"]["type"] == "invalid_request_error" and "max_tokens" in r.json()["error"]["message"]

@@ -14,6 +14,7 @@ from gateway.config import ModelEntry
 from gateway.pricing import Pricer
 from gateway.schema import STREAM_EVENT_ADAPTER, ChatRequest, Usage
 from gateway.tokens import TokenEstimator
+from tests.serve.keys import AUTH
 
 pytestmark = pytest.mark.ray
 USER = "budget-user"
@@ -21,7 +22,9 @@ USER = "budget-user"
 
 def _ask(gateway_url: str, i: int) -> httpx.Response:
     body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": f"budget call {i}"}]}
-    return httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": USER}, timeout=30)
+    return httpx.post(
+        f"{gateway_url}/v1/chat/completions", json=body, headers={**AUTH, "x-gateway-user": USER}, timeout=30
+    )
 
 
 def test_a_hundred_parallel_calls_against_a_budget_that_fits_ten(gateway_url, emulator):
@@ -37,7 +40,7 @@ def test_a_hundred_parallel_calls_against_a_budget_that_fits_ten(gateway_url, em
     booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in ok)
     stop = time.monotonic() + 10
     while True:  # replicas settle in batches, within a sync interval or two
-        status = httpx.get(f"{gateway_url}/v1/gateway/budgets/user/{USER}", timeout=10).json()["budgets"][0]
+        status = _status(gateway_url, "user", USER)
         if Decimal(status["spent_usd"]) * 1_000_000 == booked or time.monotonic() > stop:
             break
         time.sleep(0.1)
@@ -53,12 +56,12 @@ def test_a_hundred_parallel_calls_against_a_budget_that_fits_ten(gateway_url, em
 
 
 def test_budget_status_names_bad_scopes_and_unknown_keys(gateway_url):
-    assert httpx.get(f"{gateway_url}/v1/gateway/budgets/planet/x").json()["error"]["param"] == "scope"
-    assert httpx.get(f"{gateway_url}/v1/gateway/budgets/user/nobody").status_code == 404
+    assert httpx.get(f"{gateway_url}/v1/gateway/budgets/planet/x", headers=AUTH).json()["error"]["param"] == "scope"
+    assert httpx.get(f"{gateway_url}/v1/gateway/budgets/user/nobody", headers=AUTH).status_code == 404
 
 
 def _spent_micros(gateway_url: str, user: str) -> Decimal:
-    status = httpx.get(f"{gateway_url}/v1/gateway/budgets/user/{user}", timeout=10).json()["budgets"][0]
+    status = httpx.get(f"{gateway_url}/v1/gateway/budgets/user/{user}", timeout=10, headers=AUTH).json()["budgets"][0]
     return Decimal(status["spent_usd"]) * 1_000_000
 
 
@@ -71,8 +74,8 @@ def test_the_ledger_dies_under_load_and_no_settled_spend_is_lost(gateway_url):
         if i == 8:  # mid-way: the ledger is killed; Ray restarts it, and it reloads settled spend from SQLite
             ray.kill(ray.get_actor("budget_ledger", namespace="llm_gateway"), no_restart=False)
         body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": f"ledger {i}"}]}
-        answers.append(httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": user},
-                                  timeout=30))  # fmt: skip
+        answers.append(httpx.post(f"{gateway_url}/v1/chat/completions", json=body,
+                                  headers={**AUTH, "x-gateway-user": user}, timeout=30))  # fmt: skip
     assert all(a.status_code == 200 for a in answers)  # serving continued on the replicas' leases
     booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in answers)
     stop = time.monotonic() + 15
@@ -104,7 +107,7 @@ def _priced(records, kind: str, model: str) -> int:
 
 
 def _status(gateway_url: str, scope: str, key: str) -> dict:
-    return httpx.get(f"{gateway_url}/v1/gateway/budgets/{scope}/{key}", timeout=10).json()["budgets"][0]
+    return httpx.get(f"{gateway_url}/v1/gateway/budgets/{scope}/{key}", timeout=10, headers=AUTH).json()["budgets"][0]
 
 
 def _settles_to(gateway_url: str, scope: str, key: str, micros: int | None = None, tokens: int | None = None) -> dict:
@@ -122,7 +125,9 @@ def _settles_to(gateway_url: str, scope: str, key: str, micros: int | None = Non
 def _native(gateway_url: str, body: dict, headers: dict | None = None, stop_after: int | None = None) -> list:
     """The native stream's typed events; `stop_after` text deltas: the client leaves there."""
     events, deltas = [], 0
-    with httpx.stream("POST", f"{gateway_url}/v1/gateway/chat", json=body, headers=headers, timeout=30) as r:
+    with httpx.stream(
+        "POST", f"{gateway_url}/v1/gateway/chat", json=body, headers={**AUTH, **(headers or {})}, timeout=30
+    ) as r:
         assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if line.startswith("data: "):
@@ -149,7 +154,7 @@ def _books(gateway_url: str, expected: Decimal) -> None:
 def test_streamed_and_non_streamed_calls_with_the_same_output_are_charged_the_same(gateway_url, emulator):
     before = _accounting_spent(gateway_url)
     body = {"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "same cost probe"}]}
-    whole = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
+    whole = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={**AUTH, **ACCOUNTING}, timeout=30)
     finish = _native(gateway_url, body, ACCOUNTING)[-1]
     assert whole.status_code == 200 and finish.type == "finish"
     assert Decimal(whole.headers["x-gateway-cost-usd"]) == finish.cost_usd > 0
@@ -163,7 +168,7 @@ def test_a_fallback_books_only_the_answering_model(gateway_url, emulator):
     before = _accounting_spent(gateway_url)
     body = {"model": "bounded-503", "fallbacks": ["claude-haiku-4-5"], "max_tokens": 20,
             "messages": [{"role": "user", "content": "fallback accounting probe"}]}  # fmt: skip
-    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=ACCOUNTING, timeout=30)
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={**AUTH, **ACCOUNTING}, timeout=30)
     assert answer.status_code == 200 and answer.json()["model"] == "claude-haiku-4-5"
     billed = _billed(emulator, "fallback accounting probe")
     assert [b.model for b in billed] == ["claude-haiku-4-5"]  # the 503s were never billed
@@ -206,8 +211,8 @@ def test_a_long_conversation_is_shrunk_to_fit_its_budget(gateway_url, emulator):
                      {"role": "assistant", "content": f"old answer {i} {filler}"}]  # fmt: skip
     messages.append({"role": "user", "content": "the last question, shrink probe"})
     body = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": messages}
-    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": "shrink-user"},
-                        timeout=30)  # fmt: skip
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body,
+                        headers={**AUTH, "x-gateway-user": "shrink-user"}, timeout=30)  # fmt: skip
     assert answer.status_code == 200, answer.text
     decision = answer.headers["x-gateway-budget"]
     assert decision.startswith("shrink;") and "budget=shrink-user-day" in decision and "dropped" in decision
@@ -223,8 +228,8 @@ def test_a_long_conversation_is_shrunk_to_fit_its_budget(gateway_url, emulator):
 def test_a_call_over_budget_is_downgraded_to_a_cheaper_model(gateway_url, emulator):
     body = {"model": "claude-haiku-4-5", "max_tokens": 200,
             "messages": [{"role": "user", "content": "downgrade probe"}]}  # fmt: skip
-    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"x-gateway-user": "downgrade-user"},
-                        timeout=30)  # fmt: skip
+    answer = httpx.post(f"{gateway_url}/v1/chat/completions", json=body,
+                        headers={**AUTH, "x-gateway-user": "downgrade-user"}, timeout=30)  # fmt: skip
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == "gpt-4o-mini"
     decision = answer.headers["x-gateway-budget"]
@@ -235,7 +240,7 @@ def test_a_call_over_budget_is_downgraded_to_a_cheaper_model(gateway_url, emulat
 def test_embeddings_are_reserved_and_booked_at_the_billed_usage(gateway_url, emulator):
     before = _accounting_spent(gateway_url)
     body = {"model": "text-embedding-3-small", "input": ["embedding probe one", "embedding probe two, longer"]}
-    answer = httpx.post(f"{gateway_url}/v1/embeddings", json=body, headers=ACCOUNTING, timeout=30)
+    answer = httpx.post(f"{gateway_url}/v1/embeddings", json=body, headers={**AUTH, **ACCOUNTING}, timeout=30)
     assert answer.status_code == 200, answer.text
     billed = _billed(emulator, "embedding probe one")
     assert len(billed) == 1 and billed[0].input_tokens == answer.json()["usage"]["prompt_tokens"]

@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from tests.serve.conftest import LIMITED_RPM, POLICY_SOURCE
+from tests.serve.keys import AUTH
 from tests.serve.views import breaker, every_replica_view, shared_open
 
 pytestmark = pytest.mark.ray
@@ -63,7 +64,7 @@ def test_a_primary_that_goes_down_and_recovers(gw, gateway_url, emulator):
 
 
 def _snapshot_version(gateway_url: str) -> int:
-    return httpx.get(f"{gateway_url}/v1/gateway/providers").json()["snapshot"]["version"]
+    return httpx.get(f"{gateway_url}/v1/gateway/providers", headers=AUTH).json()["snapshot"]["version"]
 
 
 @pytest.mark.parametrize("actor", ["router", "provider:openai"])
@@ -98,26 +99,26 @@ def _named_actor(name: str, timeout_s: float = 10.0):
 def restore_policy(policy_file, gateway_url):
     yield policy_file
     policy_file.write_text(POLICY_SOURCE.read_text())
-    assert httpx.post(f"{gateway_url}/v1/gateway/policy/reload").status_code == 200
+    assert httpx.post(f"{gateway_url}/v1/gateway/policy/reload", headers=AUTH).status_code == 200
 
 
 def _route(gateway_url: str) -> tuple[str, str]:
     body = {"model": "auto", "messages": [{"role": "user", "content": "x"}], "gateway": {"task_class": "quick"}}
-    r = httpx.post(f"{gateway_url}/v1/gateway/route", json=body)
+    r = httpx.post(f"{gateway_url}/v1/gateway/route", json=body, headers=AUTH)
     return r.headers["x-gateway-replica"], r.json()["route"]
 
 
 def test_policy_reload_applies_everywhere_and_an_invalid_one_is_rejected(gateway_url, restore_policy):
     old = _route(gateway_url)[1]
     restore_policy.write_text("task_classes:\n  quick:\n    candidates: [no-such-model]\n")
-    r = httpx.post(f"{gateway_url}/v1/gateway/policy/reload")
+    r = httpx.post(f"{gateway_url}/v1/gateway/policy/reload", headers=AUTH)
     assert r.status_code == 409 and "no-such-model" in r.json()["message"]
-    status = httpx.get(f"{gateway_url}/v1/gateway/policy").json()
+    status = httpx.get(f"{gateway_url}/v1/gateway/policy", headers=AUTH).json()
     assert "no-such-model" in status["router"]["last_reload_error"]
     assert _route(gateway_url)[1] == old  # the old policy stays in force
     restore_policy.write_text(POLICY_SOURCE.read_text().replace(
         "[gpt-4o-mini-fault-503, claude-haiku-4-5, gpt-4o-mini]", "[gemini-2.5-flash, gpt-4o-mini]"))  # fmt: skip
-    r = httpx.post(f"{gateway_url}/v1/gateway/policy/reload")
+    r = httpx.post(f"{gateway_url}/v1/gateway/policy/reload", headers=AUTH)
     assert r.status_code == 200 and r.json()["reloaded"]
     seen: dict[str, str] = {}
     stop = time.monotonic() + 10

@@ -8,6 +8,8 @@ import warnings
 import anthropic
 import pytest
 
+from tests.serve.keys import OPS_KEY
+
 pytestmark = pytest.mark.ray
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="anthropic")
 
@@ -21,7 +23,7 @@ WEATHER_ANTHROPIC = {"name": "get_weather", "description": "weather",
 
 @pytest.fixture()
 def claude(gateway_url: str):
-    with anthropic.Anthropic(base_url=gateway_url, api_key="any-token", max_retries=0, timeout=20) as client:
+    with anthropic.Anthropic(base_url=gateway_url, api_key=OPS_KEY, max_retries=0, timeout=20) as client:
         yield client
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from gateway.schema import STREAM_EVENT_ADAPTER
+from tests.serve.keys import AUTH
 from tests.support import SLOW_FIRST_TOKEN_MS
 
 pytestmark = pytest.mark.ray
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 def _native_events(gateway_url: str, body: dict) -> list:
     events = []
-    with httpx.stream("POST", f"{gateway_url}/v1/gateway/chat", json=body, timeout=20) as r:
+    with httpx.stream("POST", f"{gateway_url}/v1/gateway/chat", json=body, timeout=20, headers=AUTH) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         name = None
@@ -68,6 +69,7 @@ def test_openai_stream_keepalives_are_comments_the_sdk_ignores(gateway_url, gw):
             "stream": True,
             "messages": [{"role": "user", "content": "slow"}],
         },
+        headers=AUTH,
     ).text
     assert ": keep-alive" in raw
     chunks = list(
@@ -90,7 +92,9 @@ def test_native_error_event_mid_stream(gateway_url):
 
 
 def test_native_api_rejects_bad_body_naming_the_field(gateway_url):
-    r = httpx.post(f"{gateway_url}/v1/gateway/chat", json={"model": "gpt-4o-mini", "messages": [{"role": "tool"}]})
+    r = httpx.post(
+        f"{gateway_url}/v1/gateway/chat", json={"model": "gpt-4o-mini", "messages": [{"role": "tool"}]}, headers=AUTH
+    )
     assert r.status_code == 400
     assert r.json()["error"]["param"].startswith("messages.0")
 
@@ -102,6 +106,7 @@ def test_client_disconnect_cancels_the_upstream_call(gateway_url, emulator):
         f"{gateway_url}/v1/chat/completions",
         timeout=20,
         json={"model": "patient-stall", "stream": True, "messages": [{"role": "user", "content": content}]},
+        headers=AUTH,
     ) as r:
         for line in r.iter_lines():
             if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):

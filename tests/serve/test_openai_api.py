@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.serve.conftest import get_json
+from tests.serve.keys import AUTH
 
 pytestmark = pytest.mark.ray
 
@@ -190,7 +191,7 @@ def test_stream_fault_before_first_byte_is_an_http_error(gw):
     ],
 )
 def test_bad_requests_get_400_naming_the_field(gateway_url, body, param):
-    r = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers={"authorization": "Bearer x"})
+    r = httpx.post(f"{gateway_url}/v1/chat/completions", json=body, headers=AUTH)
     assert r.status_code == 400
     assert r.json()["error"]["param"] == param
 
@@ -202,5 +203,7 @@ def test_unknown_model_is_404(gw):
 
 
 def test_invalid_json_body(gateway_url):
-    r = httpx.post(f"{gateway_url}/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{gateway_url}/v1/chat/completions", content=b"{nope", headers={**AUTH, "content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"

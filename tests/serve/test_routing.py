@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from tests.serve.conftest import REPLICAS
+from tests.serve.keys import AUTH
 from tests.serve.views import breaker as _breaker
 from tests.serve.views import every_replica_view, shared_open
 
@@ -67,7 +68,7 @@ def test_requested_model_uses_the_callers_own_fallbacks(gw):
 
 @pytest.mark.parametrize("task", ["quick", "code", "planning"])
 def test_dry_run_explains_the_plan_for_each_task_class(gateway_url, task):
-    r = httpx.post(f"{gateway_url}/v1/gateway/route", json={
+    r = httpx.post(f"{gateway_url}/v1/gateway/route", headers=AUTH, json={
         "model": "auto", "messages": [{"role": "user", "content": "x"}], "gateway": {"task_class": task}})  # fmt: skip
     plan = r.json()
     assert r.status_code == 200 and plan["task_class"] == task

@@ -7,6 +7,7 @@ import time
 import httpx
 
 from tests.serve.conftest import REPLICAS
+from tests.serve.keys import AUTH
 
 
 def every_replica_view(url: str, until, timeout_s: float = 10.0) -> dict[str, dict]:
@@ -14,7 +15,7 @@ def every_replica_view(url: str, until, timeout_s: float = 10.0) -> dict[str, di
     views: dict[str, dict] = {}
     stop = time.monotonic() + timeout_s
     while time.monotonic() < stop:
-        view = httpx.get(f"{url}/v1/gateway/providers").json()
+        view = httpx.get(f"{url}/v1/gateway/providers", headers=AUTH).json()
         if until(view):
             views[view["replica"]] = view
         if len(views) == REPLICAS:

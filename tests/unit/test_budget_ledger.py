@@ -28,8 +28,12 @@ NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 def test_a_call_spends_from_every_account_in_its_scope():
     meta = GatewayMetadata(daemon="executor", org="acme", turn_id="t-1")
     ids = {a.id for a in accounts_for(POLICY, meta, NOW)}
-    assert ids == {"global-day|*|2026-11-28", "executor-day|executor|2026-11-28", "org-month|acme|2026-11",
-                   "turn|acme/t-1|turn"}  # fmt: skip  (a turn is its org's own)
+    assert ids == {
+        "global-day|*|2026-11-28",
+        "executor-day|executor|2026-11-28",
+        "org-month|acme|2026-11",
+        "turn|acme/t-1|turn",
+    }  # fmt: skip  (a turn is its org's own)
     router = {a.id for a in accounts_for(POLICY, GatewayMetadata(daemon="router"), NOW)}
     assert router == {"global-day|*|2026-11-28"}  # another daemon, no org, no turn
 

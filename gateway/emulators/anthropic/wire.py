@@ -126,11 +126,9 @@ class AnthropicCall(Call):
 Handler = Callable[[AnthropicCall], Awaitable[web.StreamResponse]]
 
 
-def _authorised(request: web.Request) -> bool:
-    if request.headers.get("x-api-key", "").strip():
-        return True
+def _api_key(request: web.Request) -> str:
     auth = request.headers.get("authorization", "")
-    return auth.startswith("Bearer ") and bool(auth[7:].strip())
+    return request.headers.get("x-api-key", "").strip() or (auth[7:].strip() if auth.startswith("Bearer ") else "")
 
 
 async def _accept(
@@ -139,8 +137,11 @@ async def _accept(
     got = await read_intake(request, ctx, new_id("req_"), FAULTS)
     got.record(ctx, request, PROVIDER)
     call = got.call(AnthropicCall, request, ctx, endpoint)
-    if not _authorised(request):
+    key = _api_key(request)
+    if not key:
         raise Reject(call, AnthropicError(ErrorKind.AUTH, "x-api-key header is required"))
+    if ctx.settings.api_keys and key not in ctx.settings.api_keys:
+        raise Reject(call, AnthropicError(ErrorKind.AUTH))  # 401 authentication_error, invalid x-api-key
     if not got.is_object:
         raise Reject(call, invalid("There was an error parsing the body of your request: it is not a JSON object."))
     if got.unknown is not None:

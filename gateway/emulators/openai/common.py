@@ -58,6 +58,8 @@ async def _accept(request: web.Request, ctx: EmulatorContext, endpoint: str, req
     auth = request.headers.get("authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
         raise Reject(call, OpenAIError(ErrorKind.AUTH, "You didn't provide an API key (Authorization: Bearer ...)."))
+    if ctx.settings.api_keys and auth[7:].strip() not in ctx.settings.api_keys:
+        raise Reject(call, OpenAIError(ErrorKind.AUTH))  # 401 invalid_api_key
     if not got.is_object:
         raise Reject(call, OpenAIError(ErrorKind.INVALID_REQUEST, "We could not parse the JSON body of your request."))
     if got.unknown is not None:
