@@ -1,4 +1,4 @@
-"""The `llm-gateway` command: `up` (emulators when offline, Ray, the app), `down`, `status`."""
+"""The `llm-gateway` command: `up` (emulators when offline, Ray, the app), `down`, `status`, `keys`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gateway.auth.setup import ADMIN_KEY_ENV, auth_mode
 from gateway.config import ConfigError, GatewayConfig, load_config
+from launcher import keys_cli
 
 log = logging.getLogger("llm-gateway")
 
@@ -60,14 +62,22 @@ def start_emulator(config: GatewayConfig) -> tuple[subprocess.Popen[bytes], str]
     return proc, url
 
 
-def _example(base: str) -> str:
+def _example(base: str, mode: str) -> str:
+    """What `up` prints: who may call (the auth mode) and a copy-paste call."""
+    if mode == "open":
+        who = ("Open mode (offline, loopback only): any bearer token is accepted and x-gateway-org / -user headers "
+               "say who calls. Set auth.mode: keys (or LLM_GATEWAY_AUTH=keys) to require gateway keys.")  # fmt: skip
+        token = "any"
+    else:
+        who = (f"Caller keys are on. Create one (with the admin key the gateway started with):\n"
+               f"  export GATEWAY_KEY=$({ADMIN_KEY_ENV}=... llm-gateway keys create --name me --org my-org "
+               "| python -c 'import json,sys; print(json.load(sys.stdin)[\"key\"])')")  # fmt: skip
+        token = "$GATEWAY_KEY"
     return (
-        "Try it:\n"
-        f"  curl -s {base}/v1/chat/completions -H 'authorization: Bearer any' -H 'content-type: application/json' \\\n"
-        '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}\'\n'
-        f"  python -c \"from openai import OpenAI; c=OpenAI(base_url='{base}/v1', api_key='any'); "
-        "print(c.chat.completions.create(model='gpt-4o-mini', messages=[{'role':'user','content':'hello'}])"
-        '.choices[0].message.content)"'
+        f"{who}\nTry it:\n"
+        f'  curl -s {base}/v1/chat/completions -H "authorization: Bearer {token}" \\\n'
+        "    -H 'content-type: application/json' \\\n"
+        '    -d \'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}\''
     )
 
 
@@ -101,8 +111,7 @@ def serve_foreground(config: GatewayConfig, state: Path) -> int:
             return 1
         state.write_text(json.dumps({"pid": os.getpid(), "base_url": base, "emulator": emulator_url}))
         print(f"LLM gateway ready at {base}  (OpenAI-compatible base URL: {base}/v1)", flush=True)
-        print("Local default: any bearer token is accepted (caller authentication is not configured).", flush=True)
-        print(_example(base), flush=True)
+        print(_example(base, auth_mode(config)), flush=True)
         while not stop["now"]:
             time.sleep(0.2)
         return 0
@@ -115,6 +124,10 @@ def serve_foreground(config: GatewayConfig, state: Path) -> int:
 
 
 def cmd_up(args: argparse.Namespace, config: GatewayConfig) -> int:
+    mode = auth_mode(config)  # an unsafe open mode stops here, saying why (ConfigError)
+    if mode == "keys" and not (os.environ.get(ADMIN_KEY_ENV) or config.auth.admin_keys):
+        log.warning("auth.mode keys without an admin key: set %s (32+ characters) so keys can be created",
+                    ADMIN_KEY_ENV)  # fmt: skip
     state = _state_file(config.server.port)
     if state.exists():
         info = json.loads(state.read_text())
@@ -136,14 +149,21 @@ def cmd_up(args: argparse.Namespace, config: GatewayConfig) -> int:
             print(f"LLM gateway ready at {base}  (OpenAI-compatible base URL: {base}/v1); log: {log_path}")
             if config.is_offline:
                 print("OFFLINE MODE: no provider credentials configured; providers are served by the local emulator.")
-            print("Local default: any bearer token is accepted (caller authentication is not configured).")
-            print(_example(base))
+            print(_example(base, auth_mode(config)))
             return 0
         time.sleep(0.5)
     print(f"the gateway failed to start; see {log_path}", file=sys.stderr)
     if proc.poll() is None:
         proc.terminate()
     return 1
+
+
+def _base_url(config: GatewayConfig) -> str:
+    """The running gateway's URL (from its state file), else the configured address."""
+    state = _state_file(config.server.port)
+    if state.exists():
+        return str(json.loads(state.read_text())["base_url"])
+    return f"http://{config.server.host}:{config.server.port}"
 
 
 def _alive(pid: int) -> bool:
@@ -179,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", help="gateway YAML (default: the bundled offline-capable config)")
         if name == "up":
             p.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops everything")
+    keys_cli.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -186,8 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "keys":
+        return keys_cli.run(args, args.url or _base_url(config))
     if args.command == "up":
-        return cmd_up(args, config)
+        try:
+            return cmd_up(args, config)
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "down":
         return cmd_down(config)
     state = _state_file(config.server.port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import urllib.request
@@ -16,9 +17,11 @@ apply_ray_env()  # before anything imports ray
 from gateway.auth.registry import KeyRegistry  # noqa: E402
 from gateway.auth.setup import ADMIN_KEY_ENV  # noqa: E402
 from gateway.auth.store import SqliteKeyStore  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
+from gateway.config import GatewayConfig, parse_config  # noqa: E402
+from gateway.secrets.refs import AwsSecretRef  # noqa: E402
 from launcher import runtime  # noqa: E402
 from launcher.cli import wait_http  # noqa: E402
+from tests.moto_support import moto_server  # noqa: E402
 from tests.serve import keys  # noqa: E402
 from tests.support import catalog_with_faults  # noqa: E402
 
@@ -30,6 +33,7 @@ LIMITED_RPM = 5
 PACED_MS = 100  # between the tokens of `paced-mini`
 DEFAULT_OUTPUT = 8  # output reserved for a budgeted call without max_tokens (small: streams extend it)
 POLICY_SOURCE = Path(__file__).parent / "routing_policy.yaml"
+VAULT_SECRET = "llm-gateway/tests/openai"  # the `openai-vault` provider's key lives here, in the local moto server
 PEPPER_ENV = "LLM_GATEWAY_TEST_PEPPER"  # the key pepper reaches the replicas as a ${ENV} reference, never a value
 
 
@@ -58,7 +62,27 @@ def key_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, tmp_path_factory) -> str:
+def secrets_manager(tmp_path_factory):
+    """A local Secrets Manager (moto, real HTTP) for the whole session, with the vault provider's key in it; its
+    fake AWS credentials are in the environment Ray starts with, so the replicas' boto3 finds them."""
+    import boto3
+
+    with moto_server(tmp_path_factory.mktemp("aws")) as url:
+        client = boto3.client("secretsmanager", endpoint_url=url, region_name="us-east-1")
+        client.create_secret(Name=VAULT_SECRET, SecretString=json.dumps({"api_key": keys.VAULT_KEY}))
+        yield client
+
+
+def _with_vault(config: GatewayConfig, endpoint: str) -> GatewayConfig:
+    """The offline config with the `openai-vault` provider's key read from Secrets Manager instead."""
+    vault = config.providers["openai-vault"].model_copy(
+        update={"api_key": AwsSecretRef(aws_secret=VAULT_SECRET, field="api_key", endpoint_url=endpoint)}
+    )
+    return config.model_copy(update={"providers": {**config.providers, "openai-vault": vault}})
+
+
+@pytest.fixture(scope="session")
+def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, secrets_manager, tmp_path_factory) -> str:
     # Both reach the replicas through the environment Ray starts with (never as deployment arguments).
     os.environ[ADMIN_KEY_ENV] = keys.ADMIN_KEY
     os.environ[PEPPER_ENV] = keys.PEPPER
@@ -80,6 +104,7 @@ def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, tmp_path_
                     "kind": "openai",
                     "headers": {"x-emulator-inter-token-ms": str(PACED_MS), "x-emulator-tokens": "40"},
                 },
+                "openai-vault": {"kind": "openai"},  # its key: from Secrets Manager (_with_vault)
                 "gemini": {"kind": "gemini", "timeouts": {"connect": 2, "read": READ_TIMEOUT_S, "total": 30}},
                 "bedrock": {
                     "kind": "bedrock",
@@ -118,6 +143,7 @@ def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, tmp_path_
                     "price_as": "gpt-4o-mini",
                 },
                 "limited-mini": {"provider": "openai-limited", "upstream": "gpt-4o-mini"},
+                "vault-mini": {"provider": "openai-vault", "upstream": "gpt-4o-mini"},
                 # fresh breakers for the bounded-retry tests (other tests open the fault models' breakers)
                 **{
                     f"bounded-{f}": {
@@ -131,6 +157,7 @@ def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, tmp_path_
         },
         "tests/serve",
     ).resolved(emulator_url)
+    config = _with_vault(config, secrets_manager.meta.endpoint_url)
     runtime.start_ray(num_cpus=2)
     try:
         base = runtime.deploy(config)

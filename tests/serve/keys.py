@@ -1,5 +1,6 @@
 """The session gateway's credentials: a bootstrap admin key and an operations key (every scope and daemon, may name
-end users), both made fresh for each test run; the operations key is seeded into the key store before deploy."""
+end users), both made fresh for each test run; the operations key is seeded into the key store before deploy. And
+the provider key kept in Secrets Manager. All of them recognisable, for the leak test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ PEPPER = secrets.token_urlsafe(32)
 ADMIN_KEY = "adm-" + secrets.token_urlsafe(32)
 OPS_KEY_ID = new_key_id()
 OPS_KEY = format_key(OPS_KEY_ID, _secret := new_secret())
+VAULT_KEY = "sk-vault-" + secrets.token_urlsafe(24)  # the vault provider's key, as first stored in Secrets Manager
 AUTH = {"authorization": f"Bearer {OPS_KEY}"}
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
