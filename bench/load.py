@@ -44,11 +44,12 @@ class Result:
         return out
 
 
-async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bool, warmup: float = 1.0) -> Result:
+async def run(url: str, body: dict, concurrency: int, seconds: float, stream: bool, warmup: float = 1.0,
+              token: str = "bench") -> Result:  # fmt: skip
     """Each of `concurrency` workers sends requests back to back for `seconds` (after a warm-up)."""
     payload = json.dumps(body).encode()
     # who is calling: budgets (when on) spend from these accounts; other upstreams ignore the headers
-    headers = {"content-type": "application/json", "authorization": "Bearer bench", "x-gateway-daemon": "executor",
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}", "x-gateway-daemon": "executor",
                "x-gateway-org": "bench-org", "x-gateway-user": "bench-user"}  # fmt: skip
     lat: list[float] = []
     ttfb: list[float] = []

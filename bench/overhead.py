@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.load import run
+from bench.seed_key import seed
 from launcher.cli import wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,8 @@ async def measure(base: dict[str, str], args: argparse.Namespace, label: str) ->
         for target, url in base.items():
             if target == "gateway" and args.gateway_model:
                 body = {**body, "model": args.gateway_model}  # e.g. `auto`: the routing policy chooses
-            result = await run(f"{url}/chat/completions", body, conc, args.seconds, is_stream)
+            token = args.token if target == "gateway" else "bench"
+            result = await run(f"{url}/chat/completions", body, conc, args.seconds, is_stream, token=token)
             row = {"phase": label, "scenario": name, "target": target, **result.summary()}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -109,6 +111,9 @@ def main() -> int:
         "GATEWAY_PORT": str(gw_port),
         "LLM_GATEWAY_STATE_DIR": str(ROOT / ".gateway"),
     }
+    keys = seed(Path(tempfile.mkdtemp(prefix="bench-keys-")) / "keys.db")  # a fresh key store: keys mode
+    env |= keys
+    args.token = keys["BENCH_KEY"]
     if args.budgets:  # a fresh ledger every run
         spend_db = Path(tempfile.mkdtemp(prefix="bench-spend-")) / "spend.db"
         env |= {"BENCH_BUDGETS": str(ROOT / "bench" / "budgets.bench.yaml"), "BENCH_SPEND_DB": str(spend_db)}
@@ -141,7 +146,7 @@ def main() -> int:
                 stop(emulator)
                 emulator = start_emulator(emu_port, delay, args.chunks, args.client_cpus)
             rows += asyncio.run(measure(base, args, f"inter-token {delay} ms"))
-        control = actor_calls(f"http://127.0.0.1:{gw_port}", rows)
+        control = actor_calls(f"http://127.0.0.1:{gw_port}", rows, args.token)
     finally:
         stop(gateway)
         stop(emulator)
@@ -155,19 +160,22 @@ def main() -> int:
     return 0
 
 
-def actor_calls(gateway: str, rows: list[dict]) -> str:
+def actor_calls(gateway: str, rows: list[dict], token: str) -> str:
     """The replica's own count of control-plane actor calls, against the requests it served (incl. warm-ups)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"{gateway}/v1/gateway/providers", timeout=10) as r:
+    request = urllib.request.Request(f"{gateway}/v1/gateway/providers", headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as r:
         view = json.loads(r.read())
     calls = view.get("actor_calls")
     if calls is None:
         return "\nactor calls: not reported by this build\n"
     served = sum(r["n"] for r in rows if r["target"] == "gateway")
+    keys = view.get("key_registry_calls", {}).get("request_path", "not reported")
     return (
         f"\nactor calls over the run: {calls['request_path']} on a request's path for {served} measured "
-        f"requests (plus warm-ups), {calls['background']} by the background sync\n"
+        f"requests (plus warm-ups), {calls['background']} by the background sync; key registry lookups on a "
+        f"request's path: {keys}\n"
     )
 
 

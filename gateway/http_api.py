@@ -266,9 +266,12 @@ class HttpApi:
 
     async def providers(self, http: Request) -> Response:
         """Breakers, latency statistics, rate-limit use and recent errors of every provider: the shared view (all
-        replicas, as of this replica's snapshot) merged with this replica's own breakers."""
+        replicas, as of this replica's snapshot) merged with this replica's own breakers; its actor calls."""
         await self._caller(http, "providers")
-        return _json(provider_status(self._config, self._pipeline.control))
+        body = provider_status(self._config, self._pipeline.control)
+        if self._auth.cache is not None:  # key registry lookups made on a request's path (first sight of a key)
+            body["key_registry_calls"] = {"request_path": self._auth.cache.lookups}
+        return _json(body)
 
     async def policy(self, http: Request) -> Response:
         await self._caller(http, "policy")
