@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -96,6 +97,7 @@ class Gateway:
             self._link.start()
         self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
         self._keys: KeyLink | None = None
+        self._audit_flush: asyncio.Task[None] | None = None
         self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)
 
     async def _authentication(
@@ -112,7 +114,9 @@ class Gateway:
         await self._keys.ready()
         self._keys.start()
         jwt = JwtVerifier(auth.jwt) if auth.jwt is not None else None
-        authenticator = Authenticator("keys", Audit(), hasher, cache, admin_keys(auth, resolver.resolve), jwt)
+        audit = Audit(buffered=True)  # allow events written in batches (a deny at once)
+        self._audit_flush = asyncio.get_running_loop().create_task(audit.run(), name="audit-flush")
+        authenticator = Authenticator("keys", audit, hasher, cache, admin_keys(auth, resolver.resolve), jwt)
         tiers = policy.budget_tiers if policy is not None else ()
         return authenticator, KeyAdmin(hasher, self._keys, self._config.models, tiers)
 
@@ -124,6 +128,8 @@ class Gateway:
         for link in (self._link, self._keys):
             if link is not None:
                 await link.aclose()
+        if self._audit_flush is not None:
+            self._audit_flush.cancel()
         await self._pipeline.aclose()
 
 

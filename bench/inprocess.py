@@ -1,5 +1,6 @@
 """In-process cost of the request path: the Pipeline over an adapter that answers at once (no network, no Ray),
-with budgets off and on. What a request costs the replica's CPU, apart from HTTP and the provider.
+with budgets off and on, and the caller's authentication (a cached gateway key, the audit line written to a file,
+the identity bound to the request). What a request costs the replica's CPU, apart from HTTP and the provider.
 
     .venv/bin/python -m bench.inprocess [--calls 20000] [--profile]
 """
@@ -9,12 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import logging
 import pstats
 import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
 
+from gateway.auth.admin import KeyAdmin, LocalRegistry
+from gateway.auth.audit import Audit
+from gateway.auth.authenticator import Authenticator
+from gateway.auth.cache import KeyCache
+from gateway.auth.identity import bind
+from gateway.auth.keys import KeyHasher
+from gateway.auth.registry import KeyRegistry
+from gateway.auth.store import SqliteKeyStore
 from gateway.budgets.gate import BudgetGate
 from gateway.budgets.ledger import Ledger
 from gateway.budgets.policy import Budget, BudgetPolicy
@@ -103,6 +113,34 @@ async def measure(p: Pipeline, calls: int, stream: bool) -> float:
     return (time.perf_counter() - t0) / calls * 1e6
 
 
+async def measure_auth(calls: int, store: Path) -> tuple[float, int]:
+    """Microseconds per authenticated request (key checked from the cache, audit line written, identity bound),
+    and the registry lookups that made."""
+    audit_log = logging.getLogger("bench.audit")
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False
+    audit_log.addHandler(logging.FileHandler(store.with_suffix(".audit.log")))
+    hasher = KeyHasher(b"bench-pepper-0123456789")
+    registry = LocalRegistry(KeyRegistry(SqliteKeyStore(store)))
+    spec = {"name": "bench", "org": "bench-org", "daemons": ["executor"], "may_set_user": True}
+    key = (await KeyAdmin(hasher, registry, CATALOG).create(spec))["key"]
+    cache = KeyCache(registry.lookup)
+    audit = Audit(audit_log, buffered=True)  # as in the replica: allow events written in batches
+    auth = Authenticator("keys", audit, hasher, cache)
+    headers = {"authorization": f"Bearer {key}", "x-gateway-user": "bench-user"}
+    request = ChatRequest(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello benchmark"}],
+                          metadata={"user": "bench-user"})  # fmt: skip
+    for _ in range(200):
+        bind(await auth.authenticate(headers, "chat.completions", "chat"), request)
+    t0 = time.perf_counter()
+    for i in range(calls):
+        bind(await auth.authenticate(headers, "chat.completions", "chat"), request)
+        if i % 256 == 0:  # the replica's flush task (every 0.5 s; a batch this size is ~1 s of a busy replica)
+            audit.flush()
+    audit.flush()
+    return (time.perf_counter() - t0) / calls * 1e6, cache.lookups
+
+
 async def _drain(p: Pipeline, request: ChatRequest) -> None:
     async for _ in p.stream(request):
         pass
@@ -121,6 +159,10 @@ def main() -> int:
             rows.append((budgets, stream, us))
             print(f"budgets {'on ' if budgets else 'off'} {'stream (20 chunks)' if stream else 'complete':18} "
                   f"{us:7.1f} us/call", flush=True)  # fmt: skip
+    for _ in range(2):
+        us, lookups = asyncio.run(measure_auth(args.calls, tmp / f"keys-{_}.db"))
+        print(f"authentication (keys) {us:7.1f} us/call, {lookups} registry lookup(s) for {args.calls + 200} calls",
+              flush=True)  # fmt: skip
     if args.profile:
         p = pipeline(True, tmp / "profile.db")
         cProfile.runctx("asyncio.run(measure(p, args.calls, True))", globals(), locals(), str(tmp / "prof"))

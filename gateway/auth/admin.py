@@ -84,6 +84,8 @@ class KeyCreate(BaseModel):
     def _one_expiry(self) -> KeyCreate:
         if self.expires_at is not None and self.expires_in_s is not None:
             raise ValueError("give `expires_at` or `expires_in_s`, not both")
+        if self.expires_at is not None and self.expires_at <= time.time():
+            raise ValueError("`expires_at` is in the past")
         return self
 
 
@@ -158,7 +160,12 @@ class KeyAdmin:
                                code="key_revoked", param="key_id")  # fmt: skip
         if rotation is not None:  # this rotation, or the one an earlier call with this Idempotency-Key made
             done = next(r for r in record.rotations if r.idempotency == rotation.idempotency)
-            secret = self._hasher.unseal(done.sealed, idempotency_key or "", key_id)
+            try:
+                secret = self._hasher.unseal(done.sealed, idempotency_key or "", key_id)
+            except UnicodeDecodeError:  # sealed under another pepper: this replay cannot show the secret
+                raise GatewayError(ErrorKind.BAD_REQUEST, "this Idempotency-Key's rotation cannot be replayed here "
+                                   "(the key pepper changed since); rotate with a new Idempotency-Key",
+                                   code="idempotency_conflict", param="idempotency-key") from None  # fmt: skip
             current = done.version
         else:
             current = max(v.version for v in record.secrets)

@@ -62,18 +62,29 @@ class KeyCache:
 
     async def fetch(self, key_id: str) -> KeyRecord | None:
         """Ask the registry (one call in flight per key id). If it cannot be asked, a stale record still serves
-        (revocations cannot be issued while it is down either); with nothing known, RegistryUnavailable."""
-        if (pending := self._pending.get(key_id)) is not None:
-            return await asyncio.shield(pending)
+        (revocations cannot be issued while it is down either) and is kept for another `hit_s`, so requests do not
+        each wait on the dead registry; with nothing known, RegistryUnavailable."""
+        while (pending := self._pending.get(key_id)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this request was cancelled itself
+                # the request that started the lookup left before it ended: ask again, for ourselves
         future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
         self._pending[key_id] = future
         try:
             self.lookups += 1
             record = await self._lookup(key_id)
+        except asyncio.CancelledError:
+            future.cancel()  # the waiters start their own lookup
+            raise
         except Exception as exc:
             stale = self._entries.get(key_id)
             error = RegistryUnavailable(type(exc).__name__)
             if stale is not None and stale.record is not None:
+                self._put(key_id, stale.record)
                 future.set_result(stale.record)
                 return stale.record
             future.set_exception(error)

@@ -95,7 +95,7 @@ def format_key(key_id: str, secret: str) -> str:
 
 def parse_key(token: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
-    match = _KEY.match(token)
+    match = _KEY.fullmatch(token)
     return (match.group(1), match.group(2)) if match else None
 
 

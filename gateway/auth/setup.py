@@ -3,9 +3,11 @@ replica that uses them."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,14 +58,23 @@ def pepper(auth: AuthConfig, resolve: Resolve) -> bytes:
 
 
 def _pepper_file(path: Path) -> bytes:
+    """The pepper in `path`, made on first use. Written to a private temporary file, then linked into place: a
+    replica starting at the same moment sees either no file or the whole pepper, never an empty one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32))
-    return path.read_bytes().strip()
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pepper-")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32))
+            with contextlib.suppress(FileExistsError):  # another replica was first: its pepper stands
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    value = path.read_bytes().strip()
+    if len(value) < 16:
+        raise ConfigError(f"auth.pepper_file {path}: holds fewer than 16 characters; delete it to make a new pepper "
+                          "(keys issued under the old one stop working)")  # fmt: skip
+    return value
 
 
 def admin_keys(auth: AuthConfig, resolve: Resolve) -> tuple[str, ...]:

@@ -269,3 +269,23 @@ def test_budgets_follow_the_key_id_across_rotation(gateway_url):
     assert other.status_code == 200
     stranger = _create(gateway_url, org="acme")["key"]
     assert httpx.get(budget, headers=_bearer(stranger)).status_code == 403
+
+
+def test_the_key_registry_dies_and_keys_keep_working(gateway_url):
+    """Replicas serve cached keys while the registry actor restarts; it comes back with every key (SQLite)."""
+    import ray
+
+    before = _create(gateway_url, org="acme")
+    assert len(_replicas_serving(gateway_url, before["key"])) == 2
+    ray.kill(ray.get_actor("key_registry", namespace="llm_gateway"), no_restart=False)
+    assert all(_chat(gateway_url, before["key"]).status_code == 200 for _ in range(6))  # from the replicas' caches
+    deadline = time.monotonic() + 60
+    while True:  # the admin API answers again once Ray has restarted the actor
+        r = httpx.post(f"{gateway_url}/v1/gateway/keys", json={"name": "after-restart", "org": "acme"}, headers=ADMIN)
+        if r.status_code == 201:
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert _chat(gateway_url, r.json()["key"]).status_code == 200
+    shown = httpx.get(f"{gateway_url}/v1/gateway/keys/{before['key_id']}", headers=ADMIN)
+    assert shown.status_code == 200 and shown.json()["status"] == "active"  # reloaded from the store
