@@ -2,8 +2,9 @@
 
 Network exposure (see README "Network and Ray security"): a local run (no RAY_ADDRESS) binds loopback only —
 Ray's GCS, raylet, object manager, workers, dashboard agent and metrics exporters follow the node IP, which is
-127.0.0.1 here, and HAProxy's stats page and Prometheus exporter are moved to 127.0.0.1 by a small wrapper
-(Serve has no setting for their address). Ray's token authentication stays on (RAY_AUTH_MODE=token): the
+127.0.0.1 here (the Serve replicas' gRPC server is moved there by a worker setup hook), and HAProxy's stats
+page and Prometheus exporter are moved to 127.0.0.1 by a small wrapper (Serve has no setting for their
+address). Ray's token authentication stays on (RAY_AUTH_MODE=token): the
 cluster token (~/.ray/auth_token, or RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) lets any driver that holds it reach
 the gateway's detached named actors and run code on the cluster, so it is a secret like the provider keys.
 """
@@ -37,6 +38,18 @@ RAY_ENV = {
 AUTH_ENV = {"RAY_AUTH_MODE": "token"}
 
 LOOPBACK = "127.0.0.1"
+# ray.init() replaces a loopback _node_ip_address with the machine's routable address
+# (services.resolve_ip_for_localhost) unless Ray runs "local only", the default on macOS and Windows
+# (ray_constants.ENABLE_RAY_CLUSTER, read from this variable at import). With it off the node IP is 127.0.0.1,
+# and Ray's servers bind loopback: the C++ gRPC servers (GCS, raylet, object manager, core workers) bind the
+# node IP when it is loopback, the agents and metrics exporters likewise (ray/dashboard/agent.py,
+# dashboard/modules/reporter/reporter_agent.py, dashboard/head.py, autoscaler/_private/monitor.py).
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# One server ignores the node IP: a Serve replica starts its inter-deployment gRPC server (the one handles call
+# under RAY_SERVE_THROUGHPUT_OPTIMIZED) on "[::]:0" (ray/serve/_private/replica.py, _on_initialized), with no
+# setting for the address. In a local run every Ray worker runs this hook first (ray.init's runtime_env, which
+# Serve passes on to the replicas), so that server binds 127.0.0.1; callers reach it at the node IP, 127.0.0.1.
+WORKER_SETUP_HOOK = "launcher.runtime.bind_worker_grpc_to_loopback"
 HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 HAPROXY_WRAPPER_NAME = "haproxy-loopback"
 
@@ -122,6 +135,29 @@ def install_haproxy_wrapper() -> str | None:
     return str(target)
 
 
+def bind_worker_grpc_to_loopback() -> None:
+    """Ray's worker_process_setup_hook for a local run: gRPC servers a worker starts on a wildcard address
+    ("[::]:port" or "0.0.0.0:port", i.e. the Serve replica's) bind 127.0.0.1 instead. Idempotent."""
+    from ray._common import tls_utils
+
+    original = tls_utils.add_port_to_grpc_server
+    if getattr(original, "_loopback", False):
+        return
+
+    def add_port_to_grpc_server(server: Any, address: str) -> int:
+        for wildcard in ("[::]:", "0.0.0.0:"):
+            if address.startswith(wildcard):
+                address = f"{LOOPBACK}:{address[len(wildcard) :]}"
+        return original(server, address)
+
+    add_port_to_grpc_server._loopback = True  # type: ignore[attr-defined]
+    tls_utils.add_port_to_grpc_server = add_port_to_grpc_server
+    # Modules that imported the name before the hook ran (replica.py imports it by name).
+    replica = sys.modules.get("ray.serve._private.replica")
+    if replica is not None:
+        replica.add_port_to_grpc_server = add_port_to_grpc_server  # type: ignore[attr-defined]
+
+
 def _keep_token_auth_on() -> None:
     for key, value in AUTH_ENV.items():
         os.environ.setdefault(key, value)
@@ -167,21 +203,23 @@ def start_ray(num_cpus: int | None = None) -> None:
             ray.init(address=os.environ["RAY_ADDRESS"], namespace="llm_gateway", logging_level="WARNING",
                      log_to_driver=False)  # fmt: skip
         return
-    # Every Ray process started below inherits this (the raylet, then the HAProxy manager actor).
+    # Every Ray process started below inherits these (the raylet, then the HAProxy manager actor).
+    os.environ.update(LOCAL_ONLY_ENV)
     wrapper = install_haproxy_wrapper()
     if wrapper is not None:
         os.environ[HAPROXY_BINARY_ENV] = wrapper
     import ray
+    from ray._private import ray_constants
 
     if ray.is_initialized():
         return
+    # If ray was imported before this, the variable came too late for this process: apply it the same way.
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(
         num_cpus=num_cpus if num_cpus is not None else os.cpu_count(),
         include_dashboard=False,
-        # Ray binds its gRPC servers, agents and metrics exporters to loopback when the node IP is loopback
-        # (ray/dashboard/agent.py, dashboard/modules/reporter/reporter_agent.py, autoscaler monitor, the C++
-        # GrpcServer); the default is the machine's routable address, on every interface.
-        _node_ip_address=LOOPBACK,
+        _node_ip_address=LOOPBACK,  # Ray's own ports on 127.0.0.1 only (with LOCAL_ONLY_ENV, see above)
+        runtime_env={"worker_process_setup_hook": WORKER_SETUP_HOOK},  # and the Serve replicas' gRPC server
         namespace="llm_gateway",
         logging_level="WARNING",
         log_to_driver=False,

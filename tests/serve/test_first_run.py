@@ -23,6 +23,8 @@ def first_run(gateway_url: str, emulator_url: str):
         for name in CREDENTIAL_ENV:
             fresh.delenv(name, raising=False)
         config = load_config().resolved(emulator_url)
+    # its own control-plane actors (router, providers, ledger): the session app's policy and state stay its own
+    config = config.model_copy(update={"control": config.control.model_copy(update={"namespace": "first_run"})})
     assert auth_mode(config) == "open"  # the default's `auto`: offline and on 127.0.0.1
     serve.run(build_app(config), name="first_run", route_prefix=PREFIX, blocking=False)
     try:
