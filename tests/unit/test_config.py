@@ -11,7 +11,8 @@ BASE = {
 
 
 def test_bundled_default_config_loads_and_is_offline_without_keys(monkeypatch):
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)  # (the serve tests' local AWS server puts fake AWS keys in the env)
     config = load_config()
     assert config.is_offline
     assert "gpt-4o-mini" in config.models
