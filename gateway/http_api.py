@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +22,7 @@ from gateway.auth.identity import bind
 from gateway.budgets.policy import MICROS, accounts_for
 from gateway.config import CorsConfig, GatewayConfig
 from gateway.control.status import provider_status
+from gateway.http_json import json_response, read_json
 from gateway.http_keys import KeysApi
 from gateway.pipeline import Pipeline
 from gateway.schema import (
@@ -47,10 +47,6 @@ EXPOSED = ("x-gateway-provider", "x-gateway-model", "x-gateway-route", "x-gatewa
            "x-gateway-attempts", "x-gateway-latency-ms", "retry-after")  # fmt: skip
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(openai_out.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
 def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     """The error in the OpenAI format (default) or the Anthropic one (for `/v1/messages`)."""
     headers = dict(CHALLENGE) if exc.kind is ErrorKind.UNAUTHENTICATED else {}
@@ -59,8 +55,8 @@ def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     if exc.provider:
         headers["x-gateway-provider"] = exc.provider
     if anthropic:
-        return _json(anthropic_out.error_body(exc), anthropic_out.error_status(exc), headers)
-    return _json(openai_out.error_body(exc), exc.status_code, headers)
+        return json_response(anthropic_out.error_body(exc), anthropic_out.error_status(exc), headers)
+    return json_response(openai_out.error_body(exc), exc.status_code, headers)
 
 
 def _route_headers(provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
@@ -68,14 +64,6 @@ def _route_headers(provider: str, model: str, attempts: int, route: str | None =
     if route:
         headers["x-gateway-route"] = route
     return headers
-
-
-async def _body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise validation_error("body", f"not valid JSON ({exc})") from None
 
 
 async def _close(head: asyncio.Future[StreamEvent], events: AsyncIterator[StreamEvent]) -> None:
@@ -196,7 +184,7 @@ class HttpApi:
 
     async def chat_completions(self, http: Request) -> Response:
         principal = await self._caller(http, "chat.completions")
-        request, include_usage = openai_in.parse_chat(await _body(http), http.headers)
+        request, include_usage = openai_in.parse_chat(await read_json(http), http.headers)
         request = bind(principal, request)
         if request.stream:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
@@ -208,11 +196,11 @@ class HttpApi:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
         if response.budget is not None:
             headers["x-gateway-budget"] = response.budget
-        return _json(openai_out.chat_completion(response), headers=headers)
+        return json_response(openai_out.chat_completion(response), headers=headers)
 
     async def native_chat(self, http: Request) -> Response:
         principal = await self._caller(http, "gateway.chat")
-        body = await _body(http)
+        body = await read_json(http)
         if not isinstance(body, dict):
             raise validation_error("body", "the request body must be a JSON object")
         meta = body.get("metadata") or {}
@@ -229,7 +217,7 @@ class HttpApi:
         """The Anthropic Messages API, for any catalog model on any provider; errors in Anthropic's format."""
         try:
             principal = await self._caller(http, "messages")
-            request = bind(principal, anthropic_in.parse_messages(await _body(http), http.headers))
+            request = bind(principal, anthropic_in.parse_messages(await read_json(http), http.headers))
             if request.stream:
                 return await self._stream(request, anthropic_out.MessageStreamEncoder().encode)
             response: ChatResponse = await self._pipeline.complete(request)
@@ -241,13 +229,13 @@ class HttpApi:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
         if response.budget is not None:
             headers["x-gateway-budget"] = response.budget
-        return _json(anthropic_out.message(response), headers=headers)
+        return json_response(anthropic_out.message(response), headers=headers)
 
     async def route(self, http: Request) -> Response:
         """Dry run: the route plan an OpenAI-format chat request would get, and why, with each candidate's prompt
         token estimate; nothing is called."""
         principal = await self._caller(http, "gateway.route")
-        request, _ = openai_in.parse_chat(await _body(http), http.headers)
+        request, _ = openai_in.parse_chat(await read_json(http), http.headers)
         request = bind(principal, request)
         plan = self._pipeline.plan(request)
         catalog = self._config.models
@@ -262,7 +250,7 @@ class HttpApi:
         ]  # fmt: skip
         skipped = [{"model": m, "why": why} for m, why in plan.skipped]
         body = {"task_class": plan.task_class, "route": plan.header, "candidates": candidates, "skipped": skipped}
-        return _json(body, headers={"x-gateway-replica": self._pipeline.control.replica_id})
+        return json_response(body, headers={"x-gateway-replica": self._pipeline.control.replica_id})
 
     async def providers(self, http: Request) -> Response:
         """Breakers, latency statistics, rate-limit use and recent errors of every provider: the shared view (all
@@ -271,7 +259,7 @@ class HttpApi:
         body = provider_status(self._config, self._pipeline.control)
         if self._auth.cache is not None:  # key registry lookups made on a request's path (first sight of a key)
             body["key_registry_calls"] = {"request_path": self._auth.cache.lookups}
-        return _json(body)
+        return json_response(body)
 
     async def policy(self, http: Request) -> Response:
         await self._caller(http, "policy")
@@ -282,7 +270,7 @@ class HttpApi:
             body["router"] = await self._admin.router_status()
         policy = control.policy
         body["policy"] = policy.model_dump(mode="json") if policy is not None else None
-        return _json(body)
+        return json_response(body)
 
     async def reload_policy(self, http: Request) -> Response:
         """Re-read the routing policy file; an invalid file is rejected (409) and the policy in force stays."""
@@ -290,7 +278,7 @@ class HttpApi:
         if self._admin is None:
             raise GatewayError(ErrorKind.NOT_FOUND, "this gateway runs without a control plane; nothing to reload")
         ok, message = await self._admin.reload_policy()
-        return _json({"reloaded": ok, "message": message}, status=200 if ok else 409)
+        return json_response({"reloaded": ok, "message": message}, status=200 if ok else 409)
 
     async def budgets(self, http: Request) -> Response:
         """`GET /v1/gateway/budgets/{scope}/{key}`: limit, spent, reserved and remaining of each budget of that
@@ -314,17 +302,17 @@ class HttpApi:
                    for k, v in st.items() if k.endswith("_micros")}  # fmt: skip
             tokens = {k: v for k, v in st.items() if k.endswith("_tokens")}
             out.append({"budget": a.budget, "scope": scope, "key": a.key, "window": a.window, **usd, **tokens})
-        return _json({"budgets": out})
+        return json_response({"budgets": out})
 
     async def embeddings(self, http: Request) -> Response:
         principal = await self._caller(http, "embeddings")
-        request, encoding = openai_in.parse_embeddings(await _body(http), http.headers)
+        request, encoding = openai_in.parse_embeddings(await read_json(http), http.headers)
         request = bind(principal, request)
         response = await self._pipeline.embed(request)
         headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
         if response.cost_usd is not None:
             headers["x-gateway-cost-usd"] = str(response.cost_usd)
-        return _json(openai_out.embeddings(response, encoding), headers=headers)
+        return json_response(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:
         """The catalog models this caller's key may use."""
@@ -341,7 +329,7 @@ class HttpApi:
             for name, entry in self._config.models.items()
             if principal.allows_model(name)
         ]
-        return _json({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     def app(self) -> FastAPI:
         api = FastAPI(title="LLM Gateway", docs_url=None, redoc_url=None)

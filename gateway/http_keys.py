@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,27 +9,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from gateway.auth.admin import KeyAdmin
+from gateway.http_json import json_response, read_json
 from gateway.schema import ErrorKind, GatewayError, validation_error
 from gateway.schema.principal import Principal
-from gateway.wire import openai_out
 
 DEFAULT_GRACE_S = 3600.0  # a rotation without `grace_s`: the old secret keeps working for an hour
 Authorize = Callable[[Request, str], Awaitable[Principal]]
 NO_STORE = {"cache-control": "no-store"}  # a response that shows a secret is never cached
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(openai_out.dumps(body), status_code=status, headers=headers, media_type="application/json")
-
-
 async def _object(request: Request, required: bool) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip() and not required:
+    """The body as a JSON object; with `required` False an empty body is `{}`."""
+    if not required and not (await request.body()).strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise validation_error("body", f"not valid JSON ({exc})") from None
+    body = await read_json(request)
     if not isinstance(body, dict):
         raise validation_error("body", "the request body must be a JSON object")
     return body
@@ -62,26 +54,26 @@ class KeysApi:
     async def create(self, http: Request) -> Response:
         await self._authorize(http, "keys.create")
         created = await self._keys().create(await _object(http, required=True))
-        return _json(created, status=201, headers=NO_STORE)
+        return json_response(created, status=201, headers=NO_STORE)
 
     async def list(self, http: Request) -> Response:
         await self._authorize(http, "keys.list")
-        return _json({"object": "list", "data": await self._keys().list()})
+        return json_response({"object": "list", "data": await self._keys().list()})
 
     async def get(self, http: Request) -> Response:
         await self._authorize(http, "keys.get")
-        return _json(await self._keys().get(http.path_params["key_id"]))
+        return json_response(await self._keys().get(http.path_params["key_id"]))
 
     async def rotate(self, http: Request) -> Response:
         await self._authorize(http, "keys.rotate")
         grace = _grace(await _object(http, required=False))
         idempotency = http.headers.get("idempotency-key")
         rotated = await self._keys().rotate(http.path_params["key_id"], grace, idempotency)
-        return _json(rotated, headers=NO_STORE)
+        return json_response(rotated, headers=NO_STORE)
 
     async def revoke(self, http: Request) -> Response:
         await self._authorize(http, "keys.revoke")
-        return _json(await self._keys().revoke(http.path_params["key_id"]))
+        return json_response(await self._keys().revoke(http.path_params["key_id"]))
 
     def mount(self, api: FastAPI) -> None:
         api.add_api_route("/v1/gateway/keys", self.create, methods=["POST"])

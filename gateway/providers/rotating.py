@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from typing import TypeVar
 
 from gateway.config import ProviderConfig
 from gateway.providers.base import Provider, Target
@@ -24,6 +25,7 @@ from gateway.secrets.resolver import SecretResolver, SecretUnavailable, aws_refs
 
 log = logging.getLogger("gateway.providers.rotating")
 Build = Callable[[ProviderConfig], Provider]
+T = TypeVar("T")
 Opened = tuple[AsyncIterator[StreamEvent], StreamEvent | None]  # a stream and its first event (None: it was empty)
 
 
@@ -52,26 +54,14 @@ class RotatingProvider:
         return f"RotatingProvider({self.name!r}, {type(self._inner).__name__})"
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
-        inner = self._inner
-        try:
-            return await inner.complete(request, target)
-        except GatewayError as exc:
-            if (retry := await self._recover(inner, exc)) is None:
-                raise
-        return await retry.complete(request, target)
+        return await self._retrying(lambda p: p.complete(request, target))
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
-        inner = self._inner
-        try:
-            return await inner.embed(request, target)
-        except GatewayError as exc:
-            if (retry := await self._recover(inner, exc)) is None:
-                raise
-        return await retry.embed(request, target)
+        return await self._retrying(lambda p: p.embed(request, target))
 
     async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
         """The inner stream; one that fails with an auth error before its first event is retried like a call."""
-        events, first = await self._open(request, target)
+        events, first = await self._retrying(lambda p: _first(p.stream(request, target)))
         async with aclosing(events):  # type: ignore[type-var]
             if first is None:
                 return
@@ -79,14 +69,15 @@ class RotatingProvider:
             async for event in events:
                 yield event
 
-    async def _open(self, request: ChatRequest, target: Target) -> Opened:
+    async def _retrying(self, call: Callable[[Provider], Awaitable[T]]) -> T:
+        """`call` on the adapter in use; after its auth error, once more on the adapter `_recover` gives."""
         inner = self._inner
         try:
-            return await _first(inner.stream(request, target))
+            return await call(inner)
         except GatewayError as exc:
             if (retry := await self._recover(inner, exc)) is None:
                 raise
-        return await _first(retry.stream(request, target))
+        return await call(retry)
 
     async def _recover(self, used: Provider, error: GatewayError) -> Provider | None:
         """The adapter to retry on after `error` from `used`: a newer one, or one built from re-read credentials."""
@@ -142,13 +133,7 @@ class RotatingTokenCounter(RotatingProvider):
     """A RotatingProvider around an adapter that also counts prompt tokens (see `TokenCounter`)."""
 
     async def count_tokens(self, request: ChatRequest, target: Target) -> int:
-        inner = self._inner
-        try:
-            return await inner.count_tokens(request, target)  # type: ignore[attr-defined]
-        except GatewayError as exc:
-            if (retry := await self._recover(inner, exc)) is None:
-                raise
-        return await retry.count_tokens(request, target)  # type: ignore[attr-defined]
+        return await self._retrying(lambda p: p.count_tokens(request, target))  # type: ignore[attr-defined]
 
 
 def rotating(config: ProviderConfig, build: Build, resolver: SecretResolver) -> RotatingProvider:

@@ -69,13 +69,20 @@ def test_a_provider_key_that_is_not_rotated_is_an_upstream_auth_error(gateway_ur
 
 
 def test_keys_made_and_misused_here_leave_no_trace(gateway_url):
+    """Traffic for the greps below: a key issued, rotated, misused and revoked (each answer as it should be)."""
     created = httpx.post(f"{gateway_url}/v1/gateway/keys", json={"name": "leak-probe", "org": "acme"}, headers=ADMIN)
+    assert created.status_code == 201, created.text
     key_id, key = created.json()["key_id"], created.json()["key"]
     rotated = httpx.post(f"{gateway_url}/v1/gateway/keys/{key_id}/rotate", json={"grace_s": 0}, headers=ADMIN)
+    assert rotated.status_code == 200, rotated.text
     ISSUED.extend([key, rotated.json()["key"]])
-    for token in (key, key + "x", rotated.json()["key"], ADMIN_KEY + "x"):  # old, malformed, good, bad admin key
-        httpx.post(f"{gateway_url}/v1/chat/completions", json=VAULT, headers={"authorization": f"Bearer {token}"})
-    httpx.delete(f"{gateway_url}/v1/gateway/keys/{key_id}", headers=ADMIN)
+    tries = {key + "x": 401, rotated.json()["key"]: 200, ADMIN_KEY + "x": 401}  # malformed, good, a wrong admin key
+    for token, status in tries.items():
+        r = httpx.post(f"{gateway_url}/v1/chat/completions", json=VAULT, headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == status, (status, r.text)
+    assert httpx.delete(f"{gateway_url}/v1/gateway/keys/{key_id}", headers=ADMIN).status_code == 200
+    r = httpx.post(f"{gateway_url}/v1/chat/completions", json=VAULT, headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 401  # revoked (and its first secret rotated out)
 
 
 def _secrets() -> dict[str, str]:
