@@ -95,7 +95,7 @@ class Gateway:
             await self._link.sync_once()  # the first snapshot and leases before the first request
             await self._link.start_ledger()
             self._link.start()
-        self._pipeline = Pipeline(registry, pricer, policy, control=control, spending=spending)
+        self._pipeline = Pipeline(registry, pricer, control=control, spending=spending, tokens=self._tokens)
         self._keys: KeyLink | None = None
         self._audit_flush: asyncio.Task[None] | None = None
         self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)

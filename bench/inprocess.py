@@ -69,6 +69,12 @@ class Registry:
     def __init__(self) -> None:
         self._provider = Instant()
 
+    def targets(self, model: str, kind: str = "chat") -> list[Target]:
+        return [self.target(model, kind)]
+
+    def unsupported(self, request, target) -> None:
+        return None
+
     def target(self, model: str, kind: str = "chat") -> Target:
         return Target(model, "fake", CATALOG[model])
 

@@ -8,8 +8,8 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from gateway.config import TimeoutOverrides
 from gateway.control.replica import ReplicaControl
@@ -17,7 +17,7 @@ from gateway.providers import ProviderRegistry, Target
 from gateway.routing.planner import RoutePlan
 from gateway.routing.policy import Retry
 from gateway.routing.retry import decide
-from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError, Usage
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, FailedAttempt, GatewayError, Usage
 
 log = logging.getLogger("gateway.runner")
 T = TypeVar("T")
@@ -34,6 +34,8 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Attempt(Generic[T]):
+    """The attempt that succeeded: its result, where it ran, and when."""
+
     result: T
     target: Target
     started_at: float  # wall clock, for the outcome record
@@ -44,6 +46,22 @@ class Attempt(Generic[T]):
 
 Once = Callable[[Target, Limits], Awaitable[T]]
 Abandon = Callable[[Target, "Usage | None"], None]  # an attempt that may be billed without answering
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How one request runs its plan, fixed when the request is admitted.
+
+    `tokens` is the rate-limit estimate of one attempt; `discard` closes a result that lost a hedge race;
+    `abandon` hears of every attempt that may have been billed without answering.
+    """
+
+    stream: bool
+    deadline: float
+    tokens: Callable[[], int]
+    latency_target_ms: float | None = None
+    discard: Callable[[Any], Awaitable[None]] | None = None
+    abandon: Abandon | None = None
 
 
 def request_deadline(request: ChatRequest | EmbeddingsRequest, default_s: float | None) -> float:
@@ -57,7 +75,43 @@ def request_deadline(request: ChatRequest | EmbeddingsRequest, default_s: float 
     return now + min(bounds) if bounds else math.inf
 
 
+def _key(target: Target) -> tuple[str, str]:
+    return target.provider, target.name
+
+
+@dataclass
+class _Run:
+    """The bookkeeping of one plan's run: attempts made, every failure in order, hedge backups already used."""
+
+    options: RunOptions
+    attempts: int = 0
+    failures: list[GatewayError] = field(default_factory=list)
+    skipped: GatewayError | None = None  # why a candidate was not tried (shown only when nothing was)
+    used: set[tuple[str, str]] = field(default_factory=set)
+    tried_any: bool = False
+
+    def failed(self, error: GatewayError) -> None:
+        self.failures.append(error)
+
+    def final(self) -> GatewayError:
+        """The deciding error (the last attempt's), carrying the whole attempt history."""
+        if not self.failures:
+            return self.skipped or GatewayError(ErrorKind.OVERLOADED, "no candidate could be tried")
+        last = self.failures[-1]
+        last.history = tuple(_history(self.failures))
+        return last
+
+
+def _history(failures: list[GatewayError]) -> list[FailedAttempt]:
+    return [a for e in failures for a in (e.history or (e.attempt(),))]
+
+
 class PlanRunner:
+    """Runs plans for one replica: its adapters, and its control plane's breakers, leases and latency views.
+
+    Holds no per-request state; each run's bookkeeping lives in a `_Run`.
+    """
+
     def __init__(self, registry: ProviderRegistry, control: ReplicaControl) -> None:
         self._registry = registry
         self.control = control
@@ -73,12 +127,110 @@ class PlanRunner:
         left = deadline - time.perf_counter()
         return Limits(min(first, total, left), min(total, left))
 
-    async def _attempt(self, target: Target, limits: Limits, once: Once[T], stream: bool,
-                       abandon: Abandon | None = None) -> Attempt[T]:  # fmt: skip
+    async def run(self, plan: RoutePlan, once: Once[T], options: RunOptions) -> tuple[Attempt[T], int]:
+        """The first attempt that succeeds, and how many attempts it took; else the deciding error, which carries
+        every failed attempt. When every target is breaker-open, one trickle call goes to the least recently
+        failed (the panic pass), so a short blip does not outlast the upstream's return by a whole cooldown."""
+        run: _Run = _Run(options)
+        targets = self._targets(plan, options)
+        for i, target in enumerate(targets):
+            if _key(target) in run.used:
+                continue
+            attempt = await self._on_target(run, plan, once, targets, i)
+            if attempt is not None:
+                return attempt, run.attempts
+        if not run.tried_any and (target := self._panic_target(targets)) is not None:
+            log.info("every candidate is breaker-open; trickling one call to %s@%s", target.name, target.provider)
+            attempt = await self._once_on(run, plan, once, target)
+            if attempt is not None:
+                return attempt, run.attempts
+        raise run.final()
+
+    def _targets(self, plan: RoutePlan, options: RunOptions) -> list[Target]:
+        """Every candidate on every region that serves it, in order; slow ones last under a latency target."""
+        targets = [t for c in plan.candidates for t in self._registry.targets(c.model, plan.kind)]
+        return self._by_latency_target(targets, options.latency_target_ms, options.stream)
+
+    async def _on_target(self, run: _Run, plan: RoutePlan, once: Once[T], targets: list[Target],
+                         i: int) -> Attempt[T] | None:  # fmt: skip
+        """Attempts on one target, retried as the rules say; None when the run moves on to the next target."""
+        rules = self.control.policy.retry if self.control.policy is not None else Retry()
+        target, opts, tries = targets[i], run.options, 0
+        while True:
+            if opts.deadline - time.perf_counter() <= 0:
+                raise run.final() if run.failures else GatewayError(
+                    ErrorKind.TIMEOUT, "the request's deadline passed before an answer", retryable=False,
+                    fallbackable=False)  # fmt: skip
+            if not await self._admitted(run, target):
+                return None
+            run.tried_any, run.attempts, tries = True, run.attempts + 1, tries + 1
+            try:
+                return await self._hedged_or_single(run, plan, once, targets, i)
+            except GatewayError as exc:
+                run.failed(exc)
+                decision = decide(exc, tries, run.attempts, rules)
+                log.info("attempt %d on %s failed (%s): %s", run.attempts, target.name, exc.kind.value, decision.why)
+                if decision.action == "retry":
+                    await asyncio.sleep(min(decision.delay_s, max(0.0, opts.deadline - time.perf_counter())))
+                    continue
+                if decision.action == "stop":
+                    raise run.final() from None
+                return None
+
+    async def _once_on(self, run: _Run, plan: RoutePlan, once: Once[T], target: Target) -> Attempt[T] | None:
+        """One attempt on `target` past its breaker (the panic pass), if its rate lease allows it."""
+        if (refused := await self._lease(target, run.options.tokens)) is not None:
+            self.control.release(target.provider, target.name)
+            run.failed(refused)
+            return None
+        run.attempts += 1
+        try:
+            return await self._attempt(target, self.limits(target, plan, run.options.deadline), once, run.options)
+        except GatewayError as exc:
+            run.failed(exc)
+            return None
+
+    async def _admitted(self, run: _Run, target: Target) -> bool:
+        """The breaker, the deadline estimate and the rate lease let an attempt on `target` start now."""
+        why = self._blocked(target, run.options.stream, run.options.deadline)
+        if why is not None:
+            log.info("skipping %s: %s", target.name, why)
+            wait = self.control.retry_in(target.provider, target.name) or None
+            run.skipped = run.skipped or GatewayError(ErrorKind.OVERLOADED, f"`{target.name}` was skipped: {why}",
+                                                      provider=target.provider, model=target.name,
+                                                      retry_after=wait)  # fmt: skip
+            return False
+        refused = await self._lease(target, run.options.tokens)
+        if refused is not None:
+            self.control.release(target.provider, target.name)
+            run.failed(refused)
+            run.tried_any = True  # a spent limit is not an open breaker: no panic pass for it
+            return False
+        return True
+
+    async def _hedged_or_single(self, run: _Run, plan: RoutePlan, once: Once[T], targets: list[Target],
+                                i: int) -> Attempt[T]:  # fmt: skip
+        target, opts = targets[i], run.options
+        delay = self._hedge_delay(plan, target, opts.stream)
+        backup = next((t for t in targets[i + 1 :] if _key(t) not in run.used and t != target), None) if delay else None
+        if backup is None or delay is None:
+            return await self._attempt(target, self.limits(target, plan, opts.deadline), once, opts)
+        attempt, hedged = await self._race(target, backup, delay, plan, once, opts)
+        run.attempts += hedged
+        if hedged:
+            run.used.add(_key(backup))
+        return attempt
+
+    def _panic_target(self, targets: list[Target]) -> Target | None:
+        panic = getattr(self.control, "panic_pass", None)  # TRANSITIONAL: until ReplicaControl has it
+        granted = panic([_key(t) for t in targets]) if panic is not None else None
+        return next((t for t in targets if _key(t) == granted), None) if granted is not None else None
+
+    async def _attempt(self, target: Target, limits: Limits, once: Once[T], opts: RunOptions) -> Attempt[T]:
         """One call; its failure is recorded here, a stream's success by the caller when it ends. `abandon` hears
         of every attempt that may have been billed without answering: the provider's usage, or None when the
         gateway walked away (a timeout, a lost hedge, a client that left) and only the prompt can be assumed."""
-        wall, t0 = time.time(), time.perf_counter()
+        wall, t0, stream, abandon = time.time(), time.perf_counter(), opts.stream, opts.abandon
         bound = limits.first_token if stream else limits.total
         try:
             async with asyncio.timeout(bound):
@@ -119,7 +271,7 @@ class PlanRunner:
             return f"expected ~{expected / 1000:.2g} s, {max(left, 0):.2g} s left before the deadline"
         return None
 
-    async def _admit(self, target: Target, tokens: Callable[[], int]) -> GatewayError | None:
+    async def _lease(self, target: Target, tokens: Callable[[], int]) -> GatewayError | None:
         """Spend the provider's rate lease; an actor call only when it has run out."""
         if not self.control.limited(target.provider):
             return None
@@ -154,85 +306,22 @@ class PlanRunner:
 
         return sorted(targets, key=slow)
 
-    async def run(self, plan: RoutePlan, once: Once[T], *, stream: bool, deadline: float, tokens: Callable[[], int],
-                  discard: Callable[[T], Awaitable[None]] | None = None, latency_target_ms: float | None = None,
-                  abandon: Abandon | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
-        """The first attempt that succeeds, and how many attempts it took; else the deciding error."""
-        policy = self.control.policy
-        rules = policy.retry if policy is not None else Retry()
-        targets = self._by_latency_target([self._registry.target(c.model, plan.kind) for c in plan.candidates],
-                                          latency_target_ms, stream)  # fmt: skip
-        used: set[str] = set()  # hedge candidates already tried
-        attempts = 0
-        last: GatewayError | None = None
-        for i, target in enumerate(targets):
-            if target.name in used:
-                continue
-            tries = 0
-            while True:
-                if deadline - time.perf_counter() <= 0:
-                    raise last or GatewayError(ErrorKind.TIMEOUT, "the request's deadline passed before an answer",
-                                               retryable=False, fallbackable=False)  # fmt: skip
-                why = self._blocked(target, stream, deadline)
-                if why is not None:
-                    log.info("skipping %s: %s", target.name, why)
-                    wait = self.control.retry_in(target.provider, target.name) or None
-                    last = last or GatewayError(
-                        ErrorKind.OVERLOADED, f"`{target.name}` was skipped: {why}", provider=target.provider,
-                        model=target.name, retry_after=wait,
-                    )  # fmt: skip
-                    break
-                refused = await self._admit(target, tokens)
-                if refused is not None:
-                    self.control.release(target.provider, target.name)
-                    last = refused
-                    break
-                attempts += 1
-                tries += 1
-                limits = self.limits(target, plan, deadline)
-                try:
-                    delay = self._hedge_delay(plan, target, stream)
-                    backup = next((t for t in targets[i + 1 :] if t.name not in used), None) if delay else None
-                    if backup is not None and delay is not None:
-                        attempt, hedged = await self._race(target, backup, delay, plan, once, deadline, tokens, discard,
-                                                           abandon)  # fmt: skip
-                        attempts += hedged
-                        if hedged:
-                            used.add(backup.name)
-                    else:
-                        attempt = await self._attempt(target, limits, once, stream, abandon)
-                    return attempt, attempts
-                except GatewayError as exc:
-                    last = exc
-                    decision = decide(exc, tries, attempts, rules)
-                    log.info("attempt %d on %s failed (%s): %s", attempts, target.name, exc.kind.value, decision.why)
-                    if decision.action == "retry":
-                        await asyncio.sleep(min(decision.delay_s, max(0.0, deadline - time.perf_counter())))
-                        continue
-                    if decision.action == "stop":
-                        raise
-                    break
-        if last is None:
-            raise GatewayError(ErrorKind.OVERLOADED, "no candidate could be tried")
-        raise last
-
     async def _race(self, primary: Target, backup: Target, delay: float, plan: RoutePlan, once: Once[T],
-                    deadline: float, tokens: Callable[[], int],
-                    discard: Callable[[T], Awaitable[None]] | None,
-                    abandon: Abandon | None = None) -> tuple[Attempt[T], int]:  # fmt: skip
+                    opts: RunOptions) -> tuple[Attempt[T], int]:  # fmt: skip
         """Hedge: if `primary` has no first token after `delay`, start `backup` too; the first to succeed wins and
         the other is cancelled (its stream closed). Returns the winner and 1 if the backup was started."""
-        first = asyncio.create_task(self._attempt(primary, self.limits(primary, plan, deadline), once, True, abandon))
+        deadline = opts.deadline
+        first = asyncio.create_task(self._attempt(primary, self.limits(primary, plan, deadline), once, opts))
         pending: set[asyncio.Task[Attempt[T]]] = {first}
         errors: dict[asyncio.Task[Attempt[T]], BaseException] = {}
         try:  # whatever happens here (the caller cancelled, too), no attempt outlives it unanswered
             done, _ = await asyncio.wait(pending, timeout=delay)
             if not done and self._blocked(backup, True, deadline) is None:
-                if await self._admit(backup, tokens) is None:
+                if await self._lease(backup, opts.tokens) is None:
                     log.info("hedging: %s has no first token after %.0f ms; starting %s", primary.name,
                              delay * 1000, backup.name)  # fmt: skip
                     backup_limits = self.limits(backup, plan, deadline)
-                    pending.add(asyncio.create_task(self._attempt(backup, backup_limits, once, True, abandon)))
+                    pending.add(asyncio.create_task(self._attempt(backup, backup_limits, once, opts)))
                 else:
                     self.control.release(backup.provider, backup.name)
             hedged = len(pending) - 1
@@ -240,12 +329,7 @@ class PlanRunner:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 won = [t for t in done if t.exception() is None]
                 for loser in won[1:]:  # both got a first token in the same instant: keep one, close the other
-                    a = loser.result()
-                    self.control.record(a.target.provider, a.target.name, a.started_at, None, ttft_ms=a.first_ms)
-                    if discard is not None:
-                        await discard(a.result)
-                    if abandon is not None:
-                        abandon(a.target, None)
+                    await self._close_loser(loser.result(), opts)
                 if won:
                     return won[0].result(), hedged
                 errors.update((t, t.exception()) for t in done)  # type: ignore[misc]
@@ -254,3 +338,10 @@ class PlanRunner:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         raise errors.get(first) or next(iter(errors.values()))
+
+    async def _close_loser(self, a: Attempt[T], opts: RunOptions) -> None:
+        self.control.record(a.target.provider, a.target.name, a.started_at, None, ttft_ms=a.first_ms)
+        if opts.discard is not None:
+            await opts.discard(a.result)
+        if opts.abandon is not None:
+            opts.abandon(a.target, None)

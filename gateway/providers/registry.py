@@ -12,7 +12,7 @@ from gateway.providers.bedrock_provider import BedrockProvider
 from gateway.providers.gemini_provider import GeminiProvider
 from gateway.providers.openai_provider import OpenAIProvider
 from gateway.providers.rotating import Build, rotating
-from gateway.schema import ErrorKind, GatewayError
+from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
 from gateway.secrets.resolver import SecretResolver, rotates, with_values
 
 
@@ -64,18 +64,28 @@ class ProviderRegistry:
         self._providers: dict[str, Provider] = {}
         self._configs: dict[str, ProviderConfig] = {}
         self.canonical: dict[str, str] = {}  # any provider name -> its adapter's own (`bedrock` -> `bedrock@us-east-1`)
+        self._serving: dict[str, tuple[str, ...]] = {}  # provider name -> the adapters that serve it, in order
         for name, provider in config.providers.items():
             built = build_providers(name, provider, resolver)
             self._providers.update(built)
             self._providers.setdefault(name, next(iter(built.values())))
             self._configs.update(dict.fromkeys([name, *built], provider))
             self.canonical.update({name: next(iter(built)), **{b: b for b in built}})
+            self._serving.update({name: tuple(built), **{b: (b,) for b in built}})
 
     def limits(self) -> dict[str, tuple[int | None, int | None]]:
         """Every adapter (the unit a provider actor serves) with its rate limits (rpm, tpm)."""
         return {n: (self._configs[n].rpm, self._configs[n].tpm) for n in dict.fromkeys(self.canonical.values())}
 
+    def targets(self, model: str, kind: str = "chat") -> list[Target]:
+        """`model` on every adapter that serves it, in order of preference: a Bedrock model named by its bare
+        provider is served from each configured region in turn (regional failover); one named `bedrock@<region>`
+        only from there."""
+        first = self.target(model, kind)
+        return [first] + [Target(model, p, first.entry) for p in self._serving.get(first.provider, ())[1:]]
+
     def target(self, model: str, kind: str = "chat") -> Target:
+        """`model` on its preferred adapter (for Bedrock: its first region); unknown or wrong-kind models are errors."""
         entry = self._config.models.get(model)
         if entry is None:
             raise GatewayError(
@@ -87,7 +97,12 @@ class ProviderRegistry:
                 ErrorKind.BAD_REQUEST, f"model `{model}` is a {entry.kind} model, not a {kind} model",
                 code="model_not_supported", param="model",
             )  # fmt: skip
-        return Target(name=model, provider=entry.provider, entry=entry)
+        return Target(name=model, provider=self.canonical.get(entry.provider, entry.provider), entry=entry)
+
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """Why `target`'s adapter cannot take `request` as sent (None: it can); no network."""
+        check = getattr(self._providers[target.provider], "unsupported", None)  # TRANSITIONAL: until adapters have it
+        return check(request, target) if check is not None else None
 
     @property
     def catalog(self) -> Mapping[str, ModelEntry]:

@@ -7,16 +7,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.routing.policy import Retry
-from gateway.schema import ErrorKind, GatewayError
-
-# Errors that a new attempt on the same model can cure; the rest go straight to the next candidate. A timeout is
-# not among them: a silent upstream is abandoned for the next candidate, not waited on again.
-_SAME_MODEL = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.SERVER, ErrorKind.CONNECTION,
-                         ErrorKind.INVALID_RESPONSE, ErrorKind.TRUNCATED_STREAM})  # fmt: skip
+from gateway.schema import GatewayError
+from gateway.schema.errors import SAME_MODEL  # the `same_model` column of the one error table
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RetryDecision:
+    """After a failed attempt: retry the same model (after `delay_s`), fall back to the next, or stop."""
+
     action: Literal["retry", "fallback", "stop"]
     delay_s: float = 0.0
     why: str = ""
@@ -24,7 +22,7 @@ class Decision:
 
 def decide(
     error: GatewayError, tries_on_model: int, total_tries: int, rules: Retry, rand: float | None = None
-) -> Decision:
+) -> RetryDecision:
     """`tries_on_model` / `total_tries` count attempts made so far (≥ 1).
 
     context_length never retries the same model; content_filtered, bad_request and budget errors
@@ -32,17 +30,17 @@ def decide(
     `max_retry_after_s` falls back rather than waits; retries back off exponentially with jitter.
     """
     if total_tries >= rules.total:
-        return Decision("stop", why=f"retry budget spent ({rules.total} attempts)")
+        return RetryDecision("stop", why=f"retry budget spent ({rules.total} attempts)")
     if not error.fallbackable and not error.retryable:
-        return Decision("stop", why=f"{error.kind.value} is final")
-    if error.kind in _SAME_MODEL and error.retryable and tries_on_model < rules.per_candidate:
+        return RetryDecision("stop", why=f"{error.kind.value} is final")
+    if error.kind in SAME_MODEL and error.retryable and tries_on_model < rules.per_candidate:
         if error.retry_after is not None:
             if error.retry_after > rules.max_retry_after_s:
-                return Decision("fallback", why=f"Retry-After {error.retry_after:g} s is too long to wait")
-            return Decision("retry", error.retry_after, f"honouring Retry-After {error.retry_after:g} s")
+                return RetryDecision("fallback", why=f"Retry-After {error.retry_after:g} s is too long to wait")
+            return RetryDecision("retry", error.retry_after, f"honouring Retry-After {error.retry_after:g} s")
         backoff = min(rules.backoff_max_s, rules.backoff_base_s * 2 ** (tries_on_model - 1))
         jitter = random.random() if rand is None else rand
-        return Decision("retry", backoff * (0.5 + jitter / 2), f"{error.kind.value}: backing off")
+        return RetryDecision("retry", backoff * (0.5 + jitter / 2), f"{error.kind.value}: backing off")
     if error.fallbackable:
-        return Decision("fallback", why=f"{error.kind.value}: next candidate")
-    return Decision("stop", why=f"{error.kind.value} is final")
+        return RetryDecision("fallback", why=f"{error.kind.value}: next candidate")
+    return RetryDecision("stop", why=f"{error.kind.value} is final")

@@ -1,6 +1,7 @@
 """Normalized request, response, stream-event, usage and error models shared by every provider."""
 
 from gateway.schema.chat import (
+    CallBudget,
     ChatRequest,
     ContentPart,
     GatewayMetadata,
@@ -13,7 +14,15 @@ from gateway.schema.chat import (
     ToolSpec,
 )
 from gateway.schema.embeddings import EmbeddingsRequest, EmbeddingsResponse
-from gateway.schema.errors import ErrorInfo, ErrorKind, GatewayError, forbidden, unauthenticated, validation_error
+from gateway.schema.errors import (
+    ErrorInfo,
+    ErrorKind,
+    FailedAttempt,
+    GatewayError,
+    forbidden,
+    unauthenticated,
+    validation_error,
+)
 from gateway.schema.events import (
     STREAM_EVENT_ADAPTER,
     ErrorEvent,
@@ -29,6 +38,7 @@ from gateway.schema.response import ChatResponse, FinishReason
 from gateway.schema.usage import Usage
 
 __all__ = [
+    "CallBudget",
     "STREAM_EVENT_ADAPTER",
     "ChatRequest",
     "ChatResponse",
@@ -38,6 +48,7 @@ __all__ = [
     "ErrorEvent",
     "ErrorInfo",
     "ErrorKind",
+    "FailedAttempt",
     "FinishEvent",
     "FinishReason",
     "GatewayError",

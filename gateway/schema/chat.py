@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -122,6 +123,23 @@ class ResponseFormat(_Frozen):
         return self
 
 
+class CallBudget(_Frozen):
+    """The caller's own limit for one call (`gateway.budget`): its cost and its tokens (input plus output).
+
+    Enforced like a scoped budget: before the call (`refuse` with 402, or `shrink` max_tokens to what fits)
+    and while it streams (cut with finish_reason `budget_exceeded`)."""
+
+    max_cost_usd: Decimal | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    on_exceed: Literal["refuse", "shrink"] = "refuse"
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CallBudget:
+        if self.max_cost_usd is None and self.max_tokens is None:
+            raise ValueError("a call budget needs `max_cost_usd` or `max_tokens`")
+        return self
+
+
 class GatewayMetadata(_Frozen):
     """Who is calling and why: drives routing, budgets and telemetry."""
 
@@ -134,6 +152,7 @@ class GatewayMetadata(_Frozen):
     budget_tier: str | None = None
     deadline: float | None = Field(default=None, gt=0)  # the turn's deadline, Unix seconds (shared by its calls)
     timeout_ms: int | None = Field(default=None, gt=0)  # or: this call's own time limit
+    budget: CallBudget | None = None
     # Set by authentication only: a request that claims one is refused (gateway.auth.identity).
     principal: Principal | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -47,27 +48,58 @@ class ErrorInfo(BaseModel):
     retry_after: float | None = None
 
 
-# kind -> (retryable on the same model, fallbackable to another candidate, HTTP status, OpenAI error type)
-_SEMANTICS: dict[ErrorKind, tuple[bool, bool, int, str]] = {
-    ErrorKind.RATE_LIMITED: (True, True, 429, "rate_limit_error"),
-    ErrorKind.QUOTA_EXCEEDED: (False, True, 429, "insufficient_quota"),
-    ErrorKind.OVERLOADED: (True, True, 503, "overloaded_error"),
-    ErrorKind.SERVER: (True, True, 502, "server_error"),
-    ErrorKind.TIMEOUT: (True, True, 504, "timeout_error"),
-    ErrorKind.CONNECTION: (True, True, 502, "connection_error"),
-    ErrorKind.AUTH: (False, True, 502, "upstream_auth_error"),
-    ErrorKind.UNAUTHENTICATED: (False, False, 401, "authentication_error"),
-    ErrorKind.FORBIDDEN: (False, False, 403, "permission_error"),
-    ErrorKind.BAD_REQUEST: (False, False, 400, "invalid_request_error"),
-    ErrorKind.NOT_FOUND: (False, True, 404, "invalid_request_error"),
-    ErrorKind.CONTEXT_LENGTH: (False, True, 400, "invalid_request_error"),
-    ErrorKind.CONTENT_FILTERED: (False, False, 400, "invalid_request_error"),
-    ErrorKind.BUDGET_EXCEEDED: (False, False, 402, "budget_exceeded"),
-    ErrorKind.TRUNCATED_STREAM: (True, True, 502, "server_error"),
-    ErrorKind.INVALID_RESPONSE: (True, True, 502, "server_error"),
-    ErrorKind.CANCELLED: (False, False, 499, "cancelled"),
-    ErrorKind.INTERNAL: (False, False, 500, "internal_error"),
+@dataclass(frozen=True, slots=True)
+class Semantics:
+    """How the gateway treats one kind of error: one row per kind, one column per rule."""
+
+    status: int  # the HTTP status a client sees
+    type: str  # the OpenAI-style `error.type`
+    retryable: bool = False  # a new attempt could succeed (the default of GatewayError.retryable)
+    same_model: bool = False  # ...and it is worth making on the same model (a silent upstream is not waited on again)
+    fallbackable: bool = False  # another candidate could serve it
+    health: bool = False  # it says the upstream is unhealthy: counts against its circuit breaker
+    mid_stream: bool = False  # raised after content was relayed, the stream broke: truncated_stream, continuable
+
+
+_T, _F = True, False
+# kind:                                 status type                 retry same   fallback health mid_stream
+SEMANTICS: dict[ErrorKind, Semantics] = {
+    ErrorKind.RATE_LIMITED: Semantics(429, "rate_limit_error", _T, _T, _T, _F, _T),
+    ErrorKind.QUOTA_EXCEEDED: Semantics(429, "insufficient_quota", _F, _F, _T, _F, _F),
+    ErrorKind.OVERLOADED: Semantics(503, "overloaded_error", _T, _T, _T, _T, _T),
+    ErrorKind.SERVER: Semantics(502, "server_error", _T, _T, _T, _T, _T),
+    ErrorKind.TIMEOUT: Semantics(504, "timeout_error", _T, _F, _T, _T, _T),
+    ErrorKind.CONNECTION: Semantics(502, "connection_error", _T, _T, _T, _T, _T),
+    ErrorKind.AUTH: Semantics(502, "upstream_auth_error", _F, _F, _T, _F, _F),
+    ErrorKind.UNAUTHENTICATED: Semantics(401, "authentication_error"),
+    ErrorKind.FORBIDDEN: Semantics(403, "permission_error"),
+    ErrorKind.BAD_REQUEST: Semantics(400, "invalid_request_error"),
+    ErrorKind.NOT_FOUND: Semantics(404, "invalid_request_error", _F, _F, _T, _F, _F),
+    ErrorKind.CONTEXT_LENGTH: Semantics(400, "invalid_request_error", _F, _F, _T, _F, _F),
+    ErrorKind.CONTENT_FILTERED: Semantics(400, "invalid_request_error"),
+    ErrorKind.BUDGET_EXCEEDED: Semantics(402, "budget_exceeded"),
+    ErrorKind.TRUNCATED_STREAM: Semantics(502, "server_error", _T, _T, _T, _T, _T),
+    ErrorKind.INVALID_RESPONSE: Semantics(502, "server_error", _T, _T, _T, _T, _T),
+    ErrorKind.CANCELLED: Semantics(499, "cancelled"),
+    ErrorKind.INTERNAL: Semantics(500, "internal_error"),
 }
+# Views of the table for the places that test membership on the hot path.
+SAME_MODEL = frozenset(k for k, s in SEMANTICS.items() if s.same_model)
+HEALTH_FAILURES = frozenset(k for k, s in SEMANTICS.items() if s.health)
+BROKE_MID_STREAM = frozenset(k for k, s in SEMANTICS.items() if s.mid_stream)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """One attempt of a request that failed: where, and how (kept for every attempt, not only the last)."""
+
+    model: str | None
+    provider: str | None
+    kind: ErrorKind
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "provider": self.provider, "kind": self.kind.value, "message": self.message}
 
 
 # The client-facing `error.code` where OpenAI clients already look for a specific one.
@@ -102,26 +134,36 @@ class GatewayError(Exception):
         usage: Usage | None = None,
         retryable: bool | None = None,
         fallbackable: bool | None = None,
+        history: tuple[FailedAttempt, ...] = (),
     ) -> None:
         super().__init__(message)
         self.kind = ErrorKind(kind)
-        sem = _SEMANTICS[self.kind]
+        sem = SEMANTICS[self.kind]
         self.message = message
         self.provider = provider
         self.model = model
         self.retry_after = retry_after
-        self.status_code = status_code if status_code is not None else sem[2]
+        self.status_code = status_code if status_code is not None else sem.status
         self.code = code if code is not None else _OPENAI_CODES.get(self.kind, self.kind.value)
         self.param = param
         self.provider_code = provider_code
         self.usage = usage
-        self.retryable = sem[0] if retryable is None else retryable
-        self.fallbackable = sem[1] if fallbackable is None else fallbackable
+        self.retryable = sem.retryable if retryable is None else retryable
+        self.fallbackable = sem.fallbackable if fallbackable is None else fallbackable
+        self.history = history  # every failed attempt of the request, in order, when it had more than one
+
+    @property
+    def semantics(self) -> Semantics:
+        return SEMANTICS[self.kind]
+
+    def attempt(self) -> FailedAttempt:
+        """This error as one failed attempt of a request's history."""
+        return FailedAttempt(self.model, self.provider, self.kind, self.message)
 
     @property
     def error_type(self) -> str:
         """The OpenAI-style `error.type` for this kind."""
-        return _SEMANTICS[self.kind][3]
+        return SEMANTICS[self.kind].type
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -135,6 +177,7 @@ class GatewayError(Exception):
             "usage": self.usage,
             "retryable": self.retryable,
             "fallbackable": self.fallbackable,
+            "history": self.history,
         }
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -46,7 +46,10 @@ def error_status(exc: GatewayError) -> int:
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": error_type(exc.kind), "message": exc.message}}
+    error: dict[str, Any] = {"type": error_type(exc.kind), "message": exc.message}
+    if len(exc.history) > 1:
+        error["attempts"] = [a.as_dict() for a in exc.history]
+    return {"type": "error", "error": error}
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:

@@ -47,6 +47,11 @@ _METADATA_HEADERS = {
     "x-gateway-deadline": "deadline",
     "x-gateway-timeout-ms": "timeout_ms",
 }
+_CALL_BUDGET_HEADERS = {  # the per-call budget, `gateway.budget` in a body
+    "x-gateway-budget-max-cost-usd": "max_cost_usd",
+    "x-gateway-budget-max-tokens": "max_tokens",
+    "x-gateway-budget-on-exceed": "on_exceed",
+}
 
 
 def metadata_from(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
@@ -59,6 +64,11 @@ def metadata_from(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[s
             meta[field] = value
     if "user" not in meta and isinstance(body.get("user"), str):
         meta["user"] = body["user"]
+    budget = {field: v for header, field in _CALL_BUDGET_HEADERS.items() if (v := headers.get(header)) is not None}
+    if budget:
+        if not isinstance(meta.get("budget", {}), dict):
+            raise validation_error("gateway.budget", "must be an object")
+        meta["budget"] = {**(meta.get("budget") or {}), **budget}
     return meta
 
 

@@ -36,7 +36,10 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:
-    return {"error": {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}}
+    error = {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}
+    if len(exc.history) > 1:
+        error["attempts"] = [a.as_dict() for a in exc.history]
+    return {"error": error}
 
 
 def chat_completion(response: ChatResponse) -> dict[str, Any]:

@@ -185,7 +185,7 @@ async def test_a_shrink_that_cannot_fit_is_refused(tmp_path):
 def _stream_script(n: int) -> list:
     start = StartEvent(id="s", provider="fake", model="capped", upstream_model="gpt-4o-mini")
     finish = FinishEvent(finish_reason="stop", usage=Usage(input_tokens=9, output_tokens=n))
-    return [start, *(TextDelta(text=f" w{i}") for i in range(n)), finish]
+    return [start, *(TextDelta(text=" word") for _ in range(n)), finish]  # one token a delta (counted by BPE)
 
 
 STREAM = ChatRequest(model="capped", stream=True, messages=[{"role": "user", "content": "hi"}], metadata=TURN)

@@ -67,6 +67,12 @@ class FakeRegistry:
         self._provider = provider
         self._total = total
 
+    def targets(self, model: str, kind: str = "chat") -> list[Target]:
+        return [self.target(model, kind)]
+
+    def unsupported(self, request, target) -> None:
+        return None
+
     def target(self, model: str, kind: str = "chat") -> Target:
         return Target(model, "fake", ModelEntry(provider="fake", upstream="gpt-4o-mini"))
 
