@@ -28,6 +28,7 @@ from gateway.pipeline import Pipeline
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
+    EmbeddingsResponse,
     ErrorEvent,
     ErrorKind,
     GatewayError,
@@ -59,10 +60,26 @@ def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     return json_response(openai_out.error_body(exc), exc.status_code, headers)
 
 
-def _route_headers(provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
-    headers = {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts)}
+def _route_headers(replica: str, provider: str, model: str, attempts: int, route: str | None,
+                   budget: str | None) -> dict[str, str]:  # fmt: skip
+    """The `x-gateway-*` headers every answer carries, streamed or not, on every API."""
+    headers = {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts),
+               "x-gateway-replica": replica}  # fmt: skip
     if route:
         headers["x-gateway-route"] = route
+    if budget is not None:
+        headers["x-gateway-budget"] = budget
+    return headers
+
+
+def _answer_headers(replica: str, response: ChatResponse | EmbeddingsResponse) -> dict[str, str]:
+    """A complete answer's headers (chat or embeddings): the route's, its latency and its cost."""
+    budget = response.budget if isinstance(response, ChatResponse) else None
+    headers = _route_headers(replica, response.provider, response.upstream_model, response.attempts, response.route,
+                             budget)  # fmt: skip
+    headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
+    if response.cost_usd is not None:
+        headers["x-gateway-cost-usd"] = str(response.cost_usd)
     return headers
 
 
@@ -141,11 +158,6 @@ class HttpApi:
         if exc.kind is ErrorKind.FORBIDDEN and caller is not None:
             self._auth.audit.deny(caller[1], exc, caller[0])
 
-    def _route_headers(self, provider: str, model: str, attempts: int, route: str | None = None) -> dict[str, str]:
-        headers = _route_headers(provider, model, attempts, route)
-        headers["x-gateway-replica"] = self._pipeline.control.replica_id
-        return headers
-
     async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes]) -> Response:
         """Wait briefly for the first event: an error before it is an HTTP error. If the first token is slow (the
         route may still be retrying or hedging), answer 200 at once and send heartbeats meanwhile; a failure
@@ -175,11 +187,11 @@ class HttpApi:
                 if chunk:
                     yield chunk
 
-        headers = {**SSE_HEADERS, "x-gateway-replica": self._pipeline.control.replica_id}
+        replica = self._pipeline.control.replica_id
+        headers = {**SSE_HEADERS, "x-gateway-replica": replica}
         if first is not None and first.type == "start":
-            headers.update(_route_headers(first.provider, first.upstream_model, first.attempt, first.route))
-            if first.budget is not None:
-                headers["x-gateway-budget"] = first.budget
+            headers.update(_route_headers(replica, first.provider, first.upstream_model, first.attempt, first.route,
+                                          first.budget))  # fmt: skip
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -190,12 +202,7 @@ class HttpApi:
             encoder = openai_out.ChunkEncoder(int(time.time()), include_usage)
             return await self._stream(request, encoder.encode)
         response: ChatResponse = await self._pipeline.complete(request)
-        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
-        headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
-        if response.cost_usd is not None:
-            headers["x-gateway-cost-usd"] = str(response.cost_usd)
-        if response.budget is not None:
-            headers["x-gateway-budget"] = response.budget
+        headers = _answer_headers(self._pipeline.control.replica_id, response)
         return json_response(openai_out.chat_completion(response), headers=headers)
 
     async def native_chat(self, http: Request) -> Response:
@@ -224,11 +231,7 @@ class HttpApi:
         except GatewayError as exc:
             self._audit_refusal(http, exc)
             return error_response(exc, anthropic=True)
-        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
-        if response.cost_usd is not None:
-            headers["x-gateway-cost-usd"] = str(response.cost_usd)
-        if response.budget is not None:
-            headers["x-gateway-budget"] = response.budget
+        headers = _answer_headers(self._pipeline.control.replica_id, response)
         return json_response(anthropic_out.message(response), headers=headers)
 
     async def route(self, http: Request) -> Response:
@@ -309,9 +312,7 @@ class HttpApi:
         request, encoding = openai_in.parse_embeddings(await read_json(http), http.headers)
         request = bind(principal, request)
         response = await self._pipeline.embed(request)
-        headers = self._route_headers(response.provider, response.upstream_model, response.attempts, response.route)
-        if response.cost_usd is not None:
-            headers["x-gateway-cost-usd"] = str(response.cost_usd)
+        headers = _answer_headers(self._pipeline.control.replica_id, response)
         return json_response(openai_out.embeddings(response, encoding), headers=headers)
 
     async def models(self, http: Request) -> Response:

@@ -82,7 +82,7 @@ class ProviderRegistry:
         provider is served from each configured region in turn (regional failover); one named `bedrock@<region>`
         only from there."""
         first = self.target(model, kind)
-        return [first] + [Target(model, p, first.entry) for p in self._serving.get(first.provider, ())[1:]]
+        return [first] + [Target(model, p, first.entry) for p in self._serving.get(first.entry.provider, ())[1:]]
 
     def target(self, model: str, kind: str = "chat") -> Target:
         """`model` on its preferred adapter (for Bedrock: its first region); unknown or wrong-kind models are errors."""
