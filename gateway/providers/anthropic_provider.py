@@ -39,6 +39,10 @@ class AnthropicProvider:
         client = sdk_client(anthropic, anthropic.AsyncAnthropic, config)
         self._http = SdkHttp(client, name, map_anthropic_error)
 
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """Nothing in the normalized schema is refused before the call (images by URL included)."""
+        return None
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -61,6 +61,11 @@ class Provider(Protocol):
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse: ...
 
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """Why this adapter cannot take `request` as sent (None: it can), without a call: planning skips such a
+        candidate with this reason, so another one serves the request instead of a 400."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from gateway.config import Guardrail
-from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
+from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
 JSON_TOOL = "json_response"  # JSON mode rides on a forced tool call, as for Anthropic
 STOP_REASONS = {
@@ -22,6 +22,26 @@ MALFORMED = frozenset({"malformed_model_output", "malformed_tool_use"})
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 
 
+def image_problem(part: ContentPart) -> str | None:
+    """Why Converse cannot take this image part as sent (None: it can)."""
+    if part.type != "image":
+        return None
+    if part.data is None:
+        return "Bedrock takes images as inline data, not by URL"
+    if part.media_type not in _FORMATS:
+        return f"Bedrock does not take {part.media_type} images"
+    return None
+
+
+def unsupported_chat(request: ChatRequest) -> str | None:
+    """Why Converse cannot take `request` as sent: the first image it would refuse."""
+    for m in request.messages:
+        for part in m.content if isinstance(m.content, list) else ():
+            if (problem := image_problem(part)) is not None:
+                return problem
+    return None
+
+
 def _blocks(message: Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if isinstance(message.content, str):
@@ -31,12 +51,11 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
         for i, part in enumerate(message.content):
             if part.type == "text":
                 blocks.append({"text": part.text})
-            elif part.data is None:
-                raise validation_error(f"content.{i}", "Bedrock takes images as inline data, not by URL")
-            elif (fmt := _FORMATS.get(part.media_type or "")) is None:
-                raise validation_error(f"content.{i}.media_type", f"Bedrock does not take {part.media_type} images")
+            elif (problem := image_problem(part)) is not None:
+                raise validation_error(f"content.{i}" if part.data is None else f"content.{i}.media_type", problem)
             else:
-                blocks.append({"image": {"format": fmt, "source": {"bytes": base64.b64decode(part.data)}}})
+                fmt = _FORMATS[part.media_type or ""]
+                blocks.append({"image": {"format": fmt, "source": {"bytes": base64.b64decode(part.data or "")}}})
     for call in message.tool_calls:
         args = json.loads(call.arguments) if call.arguments.strip() else {}
         blocks.append({"toolUse": {"toolUseId": call.id, "name": call.name, "input": args}})

@@ -22,6 +22,7 @@ from gateway.providers.bedrock_converse import (
     STOP_REASONS,
     content_of,
     converse_args,
+    unsupported_chat,
     usage_of,
 )
 from gateway.providers.bedrock_errors import map_bedrock_error
@@ -45,6 +46,16 @@ COHERE_BATCH = 96
 COHERE_INPUT_TYPES = {"document": "search_document", "query": "search_query", "classification": "classification",
                       "clustering": "clustering"}  # fmt: skip
 TITAN_DIMENSIONS = (256, 512, 1024)
+
+
+def _dimensions_problem(request: EmbeddingsRequest, target: Target) -> str | None:
+    if request.dimensions is None:
+        return None
+    if target.upstream.startswith("cohere.embed"):
+        return None if request.dimensions == 1024 else f"`{target.name}` returns 1024 dimensions only"
+    if request.dimensions not in TITAN_DIMENSIONS:
+        return f"`{target.name}` offers {', '.join(map(str, TITAN_DIMENSIONS))} dimensions"
+    return None
 
 
 class BedrockProvider:
@@ -76,6 +87,13 @@ class BedrockProvider:
             return await loop.run_in_executor(self._pool, lambda: fn(**kwargs))
         except Exception as exc:
             raise map_bedrock_error(exc, provider=self.name, model=target.name) from None
+
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """Why this adapter cannot take `request` as sent: an image by URL or of another type; dimensions the
+        embedding model does not offer."""
+        if isinstance(request, ChatRequest):
+            return unsupported_chat(request)
+        return _dimensions_problem(request, target)
 
     def _finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> str:
         if stop_reason in FILTERED:
@@ -187,9 +205,9 @@ class BedrockProvider:
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
         model = target.upstream
+        if (problem := _dimensions_problem(request, target)) is not None:
+            raise validation_error("dimensions", problem)
         if model.startswith("cohere.embed"):
-            if request.dimensions not in (None, 1024):
-                raise validation_error("dimensions", f"`{target.name}` returns 1024 dimensions only")
             batches = [request.texts[i : i + COHERE_BATCH] for i in range(0, len(request.texts), COHERE_BATCH)]
             input_type = COHERE_INPUT_TYPES[request.input_type or "document"]
             bodies = [{"texts": list(b), "input_type": input_type, "embedding_types": ["float"]} for b in batches]
@@ -197,8 +215,6 @@ class BedrockProvider:
             vectors = [tuple(v) for body, _ in results for v in body["embeddings"]["float"]]
             tokens = sum(n for _, n in results)
         else:
-            if request.dimensions is not None and request.dimensions not in TITAN_DIMENSIONS:
-                raise validation_error("dimensions", f"`{target.name}` offers {', '.join(map(str, TITAN_DIMENSIONS))}")
             body = {"normalize": True, **({"dimensions": request.dimensions} if request.dimensions else {})}
             results = await asyncio.gather(*(self._invoke(target, {**body, "inputText": t}) for t in request.texts))
             vectors = [tuple(r["embedding"]) for r, _ in results]

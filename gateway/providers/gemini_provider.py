@@ -62,6 +62,10 @@ class GeminiProvider:
             http_options=types.HttpOptions(**options),
         )
 
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """Nothing in the normalized schema is refused before the call (images by URL included)."""
+        return None
+
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 

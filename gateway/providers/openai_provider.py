@@ -18,6 +18,7 @@ from gateway.providers.openai_responses import (
     finish_reason_of,
     output_of,
     responses_params,
+    responses_problem,
     usage_from_responses,
 )
 from gateway.providers.sdk_http import SdkHttp, sdk_client
@@ -44,6 +45,10 @@ class OpenAIProvider:
         self.name = name
         self._client = sdk_client(openai, openai.AsyncOpenAI, config)
         self._http = SdkHttp(self._client, name, map_openai_error)
+
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        """The Responses API has no stop sequences; everything else is taken as sent."""
+        return responses_problem(request) if target.entry.api == "responses" else None
 
     async def aclose(self) -> None:
         await self._http.aclose()

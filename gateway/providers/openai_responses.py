@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.providers.base import Target
 from gateway.providers.openai_chat import image_url
-from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
+from gateway.schema import ChatRequest, EmbeddingsRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -44,10 +44,18 @@ def input_items(request: ChatRequest) -> tuple[str | None, list[dict[str, Any]]]
     return ("\n\n".join(system) if system else None), items
 
 
+def responses_problem(request: ChatRequest | EmbeddingsRequest) -> str | None:
+    """Why the Responses API cannot take `request` as sent: it has no stop sequences (dropping them silently
+    would return text the caller asked to be cut)."""
+    if isinstance(request, ChatRequest) and request.stop:
+        return "the Responses API has no stop sequences"
+    return None
+
+
 def responses_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[str, Any]:
     """The keyword arguments for `client.responses.create`."""
-    if request.stop:  # dropping it silently would return text the caller asked to be cut
-        raise validation_error("stop", f"`{target.name}` uses the Responses API, which has no stop sequences")
+    if (problem := responses_problem(request)) is not None:
+        raise validation_error("stop", f"`{target.name}`: {problem}")
     instructions, items = input_items(request)
     params: dict[str, Any] = {"model": target.upstream, "input": items, "store": False}
     if instructions is not None:

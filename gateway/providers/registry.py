@@ -101,8 +101,7 @@ class ProviderRegistry:
 
     def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
         """Why `target`'s adapter cannot take `request` as sent (None: it can); no network."""
-        check = getattr(self._providers[target.provider], "unsupported", None)  # TRANSITIONAL: until adapters have it
-        return check(request, target) if check is not None else None
+        return self._providers[target.provider].unsupported(request, target)
 
     @property
     def catalog(self) -> Mapping[str, ModelEntry]:

@@ -53,6 +53,9 @@ class RotatingProvider:
     def __repr__(self) -> str:
         return f"RotatingProvider({self.name!r}, {type(self._inner).__name__})"
 
+    def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
+        return self._inner.unsupported(request, target)
+
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
         return await self._retrying(lambda p: p.complete(request, target))
 
