@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.schema.principal import Daemon, Principal
 
@@ -44,12 +44,30 @@ class ImagePart(_Frozen):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+def arguments_problem(arguments: str) -> str | None:
+    """Why tool-call `arguments` are not a JSON object's text (None: they are; empty means no arguments)."""
+    if not arguments.strip():
+        return None
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return "must be the JSON text of an object (it is not valid JSON)"
+    return None if isinstance(value, dict) else f"must be the JSON text of an object, not of a {type(value).__name__}"
+
+
 class ToolCall(_Frozen):
-    """A function call the model asked for; `arguments` is the JSON text the model produced."""
+    """A function call the model asked for; `arguments` is the JSON text of an object the model produced."""
 
     id: str
     name: str
     arguments: str = "{}"
+
+    @field_validator("arguments")
+    @classmethod
+    def _an_object(cls, arguments: str) -> str:
+        if (problem := arguments_problem(arguments)) is not None:
+            raise ValueError(problem)
+        return arguments
 
 
 class Message(_Frozen):

@@ -64,8 +64,10 @@ def _turn(raw: Any, i: int) -> list[dict[str, Any]]:
         elif kind == "image":
             parts.append(_image(block, at))
         elif kind == "tool_use" and role == "assistant":
-            calls.append({"id": block.get("id"), "name": block.get("name"),
-                          "arguments": json.dumps(block.get("input") or {})})  # fmt: skip
+            tool_input = block.get("input", {})
+            if not isinstance(tool_input, dict):
+                raise validation_error(f"{at}.input", "must be an object (the tool call's arguments)")
+            calls.append({"id": block.get("id"), "name": block.get("name"), "arguments": json.dumps(tool_input)})
         elif kind == "tool_result" and role == "user":
             text = _text_of(block.get("content"), f"{at}.content")
             results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})

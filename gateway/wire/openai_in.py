@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, validation_error
+from gateway.schema.chat import arguments_problem
 
 # Fields of the OpenAI chat API that we accept and ignore because they change nothing we do.
 _IGNORED_CHAT = frozenset({"user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
@@ -120,7 +121,13 @@ def _message(raw: Any, i: int) -> dict[str, Any]:
             fn = call.get("function") if isinstance(call, dict) else None
             if not isinstance(fn, dict):
                 raise validation_error(f"{where}.tool_calls.{j}.function", "required")
-            calls.append({"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments") or ""})
+            arguments = fn.get("arguments") or ""
+            at = f"{where}.tool_calls.{j}.function.arguments"
+            if not isinstance(arguments, str):
+                raise validation_error(at, "must be a string (the JSON text of an object)")
+            if (problem := arguments_problem(arguments)) is not None:
+                raise validation_error(at, problem)
+            calls.append({"id": call.get("id"), "name": fn.get("name"), "arguments": arguments})
         msg["tool_calls"] = calls
     for key in ("tool_call_id", "name"):
         if raw.get(key) is not None:
