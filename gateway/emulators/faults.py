@@ -43,6 +43,7 @@ class Behaviour(enum.StrEnum):
     STALL = "stall"  # stream a few chunks, then go silent
     MALFORMED = "malformed"  # stream a chunk that is not JSON
     NO_DONE = "no-done"  # clean end of body without the terminal event
+    NO_MARKER = "no-marker"  # the whole answer, finish and usage included, then a clean end without the last event
     CONTENT_FILTER = "content-filter"  # 200 with a content-filter finish
 
 
@@ -83,6 +84,7 @@ CATALOGUE: Mapping[str, Fault] = MappingProxyType(
             Fault("stall", Behaviour.STALL),
             Fault("malformed", Behaviour.MALFORMED),
             Fault("no-done", Behaviour.NO_DONE),
+            Fault("no-marker", Behaviour.NO_MARKER),
             Fault("content-filter", Behaviour.CONTENT_FILTER),
         )
     }

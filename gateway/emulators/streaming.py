@@ -82,6 +82,11 @@ async def run_stream(
         if behaviour is Behaviour.NO_DONE:
             await response.write_eof()
             return StreamResult("no-done", sent)
+        if behaviour is Behaviour.NO_MARKER:  # e.g. OpenAI's `data: [DONE]`, Anthropic's message_stop
+            for event in plan.tail[:-1]:
+                await response.write(event)
+            await response.write_eof()
+            return StreamResult("ok", sent)
         for event in plan.tail:
             await response.write(event)
         await response.write_eof()

@@ -137,7 +137,7 @@ class AnthropicProvider:
         finally:
             await upstream.aclose()
         final = usage_of(usage) if usage else Usage(output_tokens=deltas)
-        if not done:
+        if not done and stop_reason is None:  # message_delta's stop_reason and usage arrived: complete anyway
             raise self._fail(ErrorKind.TRUNCATED_STREAM, f"the stream ended without message_stop after {deltas} "
                              "deltas", target, final)  # fmt: skip
         finish = STOP_REASONS.get(stop_reason or "", "stop")

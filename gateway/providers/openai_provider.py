@@ -173,7 +173,7 @@ class OpenAIProvider:
             ) from None
         finally:
             await upstream.aclose()
-        if not done or finish is None:
+        if finish is None or (not done and usage is None):  # finish and usage arrived: complete without [DONE]
             missing = "[DONE]" if finish is not None else "finish_reason"
             raise self._fail(
                 ErrorKind.TRUNCATED_STREAM,

@@ -329,3 +329,14 @@ async def test_broken_non_streamed_bodies_are_errors(provider, case, fault):
 async def test_slow_first_token_still_completes_within_read_timeout(provider, case):
     events = await _collect(provider, _req(), case.target("slow-first-token"))
     assert isinstance(events[-1], FinishEvent)
+
+
+async def test_a_complete_stream_without_its_terminal_marker_is_complete(provider, case):
+    """Finish and usage arrived, then the body ended cleanly without `[DONE]` / message_stop: the answer is whole,
+    so it finishes (a fallback would bill a second call for nothing)."""
+    if case.id not in ("openai-chat", "anthropic"):
+        pytest.skip(f"{case.id} sends its finish or usage in its last event: without it the stream is incomplete")
+    events = await _collect(provider, _req(), case.target("no-marker"))
+    finish = events[-1]
+    assert isinstance(finish, FinishEvent) and finish.finish_reason == "stop"
+    assert finish.usage.output_tokens > 0 and _text(events)
