@@ -222,8 +222,7 @@ class PlanRunner:
         return attempt
 
     def _panic_target(self, targets: list[Target]) -> Target | None:
-        panic = getattr(self.control, "panic_pass", None)  # TRANSITIONAL: until ReplicaControl has it
-        granted = panic([_key(t) for t in targets]) if panic is not None else None
+        granted = self.control.panic_pass([_key(t) for t in targets])
         return next((t for t in targets if _key(t) == granted), None) if granted is not None else None
 
     async def _attempt(self, target: Target, limits: Limits, once: Once[T], opts: RunOptions) -> Attempt[T]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway.control.ratelimit import RateLimiter
 from gateway.control.snapshot import BreakerState, ErrorRecord, ModelView, Outcome, ProviderView
-from gateway.routing.breaker import HEALTH_FAILURES
+from gateway.routing.breaker import HEALTH_FAILURES, cooldown_after
 from gateway.routing.policy import Breakers
 
 _HEALTH_KINDS = frozenset(k.value for k in HEALTH_FAILURES)
@@ -29,6 +29,11 @@ class SharedBreaker:
     opened_at: float = 0.0
     probe_owner: str | None = None
     probe_since: float = 0.0
+    openings: int = 0  # consecutive openings since it last closed: the cooldown doubles with each
+
+    @property
+    def cooldown(self) -> float:
+        return cooldown_after(self.openings, self.settings.cooldown_s)
 
     def observe(self, outcome: Outcome) -> None:
         healthy = outcome.kind not in _HEALTH_KINDS
@@ -40,16 +45,17 @@ class SharedBreaker:
         if outcome.started_at < self.opened_at:
             return  # began before the breaker opened: says nothing about the provider now
         if healthy:
-            self.state, self.failures, self.probe_owner = "closed", 0, None
+            self.state, self.failures, self.probe_owner, self.openings = "closed", 0, None, 0
         elif self.state == "half_open":
             self._open(max(outcome.started_at, self.probe_since))  # the probe failed: a new cooldown
 
     def _open(self, at: float) -> None:
         self.state, self.opened_at, self.probe_owner = "open", at, None
+        self.openings += 1
 
     def tick(self, now: float, replicas: list[str]) -> None:
         """Move open → half-open after the cooldown and give (or rotate) the probe to one replica."""
-        cooldown = self.settings.cooldown_s
+        cooldown = self.cooldown
         if self.state == "open" and now - self.opened_at >= cooldown:
             self.state, self.probe_since, self.probe_owner = "half_open", now, None
         if self.state == "half_open" and replicas and (self.probe_owner is None or now - self.probe_since >= cooldown):
@@ -57,7 +63,7 @@ class SharedBreaker:
             self.probe_owner, self.probe_since = replicas[nxt % len(replicas)], now
 
     def retry_at(self) -> float:
-        return self.opened_at + self.settings.cooldown_s if self.state == "open" else 0.0
+        return self.opened_at + self.cooldown if self.state == "open" else 0.0
 
 
 @dataclass

@@ -48,6 +48,7 @@ class ReplicaControl:
         self._fresh_at = clock()
         self.board = self._board(policy.breakers if policy else Breakers())
         self._probing: set[tuple[str, str]] = set()
+        self._panicking: set[tuple[str, str]] = set()  # targets with a panic-pass call in flight from here
         self._outbox: list[Outcome] = []
         self.dropped = 0
         self._leases = {
@@ -110,6 +111,24 @@ class ReplicaControl:
             return "its circuit breaker is open (this replica)"
         return None
 
+    def panic_pass(self, targets: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """Every target of a plan is breaker-open: let one call through to the one that opened least recently
+        (Envoy's panic threshold), at most one in flight per target from this replica; None while that one is.
+        Its outcome is recorded like any attempt's, so a success closes the breaker at once."""
+        if not targets:
+            return None
+        key = min(targets, key=lambda t: self._opened_at(*t))
+        canonical = (self.canonical(key[0]), key[1])
+        if canonical in self._panicking:
+            return None
+        self._panicking.add(canonical)
+        return key
+
+    def _opened_at(self, provider: str, model: str) -> float:
+        view = self.shared(provider, model)
+        local = self.board.get(self.canonical(provider), model).opened_at
+        return max(local, view.retry_at if view is not None and view.state == "open" else 0.0)
+
     def retry_in(self, provider: str, model: str) -> float:
         view = self.shared(provider, model)
         shared = max(0.0, view.retry_at - self._clock()) if view is not None and view.state == "open" else 0.0
@@ -120,6 +139,7 @@ class ReplicaControl:
         """One finished attempt: the local breaker learns at once, the provider actor with the next batch."""
         key = (self.canonical(provider), model)
         self._probing.discard(key)
+        self._panicking.discard(key)
         self.board.record(key[0], model, error)
         if len(self._outbox) >= OUTBOX_LIMIT:
             del self._outbox[: OUTBOX_LIMIT // 10]
@@ -132,6 +152,7 @@ class ReplicaControl:
         """An attempt ended without a verdict (cancelled, or never sent): free its half-open probe slot."""
         key = (self.canonical(provider), model)
         self._probing.discard(key)
+        self._panicking.discard(key)
         self.board.get(*key).release()
 
     def censored(self, provider: str, model: str, started_at: float, ttft_ms: float) -> None:

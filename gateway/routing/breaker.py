@@ -7,17 +7,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.schema import ErrorKind, GatewayError
+from gateway.schema import GatewayError
+from gateway.schema.errors import HEALTH_FAILURES  # the `health` column of the one error table
 
-# Failures that say the provider is unhealthy; a bad request or a filtered answer says nothing about it.
-HEALTH_FAILURES = frozenset({ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorKind.TIMEOUT, ErrorKind.CONNECTION,
-                             ErrorKind.INVALID_RESPONSE, ErrorKind.TRUNCATED_STREAM})  # fmt: skip
+FIRST_COOLDOWN_S = 1.0  # a first opening is short (a blip); each consecutive one doubles it, up to `cooldown_s`
+
+
+def cooldown_after(openings: int, cooldown_s: float) -> float:
+    """The cooldown of the `openings`-th consecutive opening: 1 s, 2 s, 4 s, ... at most `cooldown_s`."""
+    return min(cooldown_s, FIRST_COOLDOWN_S * 2 ** max(0, openings - 1))
 
 
 @dataclass
 class Breaker:
-    """One model on one provider. Open after `threshold` consecutive failures; after `cooldown_s`, let
-    `probes` calls through (half-open); a probe's success closes it, a failure re-opens it."""
+    """One model on one provider. Open after `threshold` consecutive failures; after a cooldown, let `probes`
+    calls through (half-open); a probe's success closes it, a failure re-opens it. The cooldown starts short and
+    doubles with each consecutive opening, up to `cooldown_s`, so a blip costs a second and an outage a trickle."""
 
     threshold: int = 5
     cooldown_s: float = 30.0
@@ -27,10 +32,15 @@ class Breaker:
     failures: int = 0
     opened_at: float = 0.0
     in_flight: int = field(default=0)
+    openings: int = 0  # consecutive openings since it last closed
+
+    @property
+    def cooldown(self) -> float:
+        return cooldown_after(self.openings, self.cooldown_s)
 
     def allow(self) -> bool:
         if self.state == "open":
-            if self.clock() - self.opened_at < self.cooldown_s:
+            if self.clock() - self.opened_at < self.cooldown:
                 return False
             self.state, self.in_flight = "half_open", 0
         if self.state == "half_open":
@@ -40,7 +50,7 @@ class Breaker:
         return True
 
     def retry_in(self) -> float:
-        return max(0.0, self.cooldown_s - (self.clock() - self.opened_at)) if self.state == "open" else 0.0
+        return max(0.0, self.cooldown - (self.clock() - self.opened_at)) if self.state == "open" else 0.0
 
     def release(self) -> None:
         """A permitted call that was never made or was cancelled: its half-open probe slot is free again."""
@@ -48,12 +58,13 @@ class Breaker:
             self.in_flight -= 1
 
     def success(self) -> None:
-        self.state, self.failures, self.in_flight = "closed", 0, 0
+        self.state, self.failures, self.in_flight, self.openings = "closed", 0, 0, 0
 
     def failure(self) -> None:
         self.failures += 1
-        if self.state == "half_open" or self.failures >= self.threshold:
+        if self.state == "half_open" or (self.state == "closed" and self.failures >= self.threshold):
             self.state, self.opened_at, self.in_flight = "open", self.clock(), 0
+            self.openings += 1
 
 
 class BreakerBoard:

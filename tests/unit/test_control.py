@@ -14,6 +14,7 @@ from gateway.control.ratelimit import RateLease, RateLimiter
 from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.control.router_state import RouterState
 from gateway.control.snapshot import Outcome
+from gateway.routing.breaker import Breaker
 from gateway.routing.policy import Breakers, load_policy
 from gateway.schema import ErrorKind, GatewayError
 
@@ -41,22 +42,53 @@ def test_shared_breaker_opens_on_failures_from_several_replicas_and_one_replica_
     assert health.view().models["m"].state == "closed"
     health.report("b", [_out("b", 1000.1, "overloaded")])  # the third consecutive failure, seen elsewhere
     view = health.view().models["m"]
-    assert view.state == "open" and view.retry_at == pytest.approx(1010.1)
+    assert view.state == "open" and view.retry_at == pytest.approx(1001.1)  # a first opening is short: 1 s
     health.report("a", [_out("a", 999.0)])  # began before the breaker opened: says nothing about now
     assert health.view().models["m"].state == "open"
-    clock.now = 1011.0
+    clock.now = 1001.5
     view = health.view().models["m"]
     assert view.state == "half_open" and view.probe_owner in {"a", "b"}
     owner = view.probe_owner
-    clock.now = 1022.0  # the owner sent nothing for a whole cooldown: the probe moves to the other replica
+    clock.now = 1003.0  # the owner sent nothing for a whole cooldown: the probe moves to the other replica
     health.report("a", [])
     health.report("b", [])
     assert health.view().models["m"].probe_owner not in {owner, None}
-    health.report("a", [_out("a", 1022.5, "server")])  # the probe failed: open for a new cooldown
-    assert health.view().models["m"].state == "open"
+    health.report("a", [_out("a", 1003.5, "server")])  # the probe failed: open again, for twice as long
+    view = health.view().models["m"]
+    assert view.state == "open" and view.retry_at == pytest.approx(1003.5 + 2)
     clock.now = 1040.0
     health.report("b", [_out("b", 1039.0, "bad_request")])  # an answer, even a refusal, is a healthy provider
     assert health.view().models["m"].state == "closed"
+
+
+def test_consecutive_openings_double_the_cooldown_up_to_its_maximum_and_a_success_resets_it():
+    clock = Clock()
+    breaker = Breaker(threshold=1, cooldown_s=10, clock=clock)
+    waits = []
+    for _ in range(6):
+        breaker.failure()  # opens (from closed, then from each failed half-open probe)
+        waits.append(breaker.retry_in())
+        clock.now += breaker.retry_in()
+        assert breaker.allow()  # half-open: the probe goes through
+    assert waits == [1, 2, 4, 8, 10, 10]
+    breaker.success()
+    breaker.failure()
+    assert breaker.retry_in() == 1  # closed in between: the next blip is short again
+
+
+def test_when_every_target_is_open_one_panic_call_goes_to_the_least_recently_opened():
+    control = ReplicaControl("r1", POLICY.model_copy(update={"breakers": Breakers(failure_threshold=1, cooldown_s=30)}))
+    clock = Clock()
+    for model in ("a", "b"):
+        breaker = control.board.get("openai", model)
+        breaker.clock = clock
+        breaker.failure()
+        clock.now += 0.1
+    assert control.blocked("openai", "a") and control.blocked("openai", "b")
+    assert control.panic_pass([("openai", "b"), ("openai", "a")]) == ("openai", "a")
+    assert control.panic_pass([("openai", "b"), ("openai", "a")]) is None  # one call in flight per replica
+    control.record("openai", "a", 0.0, None)  # it answered: closed at once, and the pass is free again
+    assert control.blocked("openai", "a") is None
 
 
 def test_statistics_and_recent_errors():
@@ -148,7 +180,7 @@ def test_replica_obeys_the_shared_breaker_and_only_the_probe_owner_probes():
     health.report("a", a.drain()["openai"])
     health.seen("b")
     b.install(_snapshot_with(health, 10))
-    assert "shared" in b.blocked("openai", "m") and b.retry_in("openai", "m") == pytest.approx(5)
+    assert "shared" in b.blocked("openai", "m") and b.retry_in("openai", "m") == pytest.approx(1)  # first: short
     clock.now += 6
     snap = _snapshot_with(health, 11)
     a.install(snap)

@@ -96,13 +96,13 @@ def test_breaker_opens_probes_and_closes():
     b.failure()
     assert b.allow() and b.state == "closed"
     b.failure()
-    assert b.state == "open" and not b.allow() and b.retry_in() == 10
-    now[0] = 10.0
+    assert b.state == "open" and not b.allow() and b.retry_in() == 1  # a first opening is short
+    now[0] = 1.0
     assert b.allow() and b.state == "half_open"
     assert not b.allow()  # one probe at a time
     b.failure()
-    assert b.state == "open" and not b.allow()  # the probe failed: open again for a new cooldown
-    now[0] = 20.0
+    assert b.state == "open" and not b.allow() and b.retry_in() == 2  # the probe failed: open again, twice as long
+    now[0] = 3.0
     assert b.allow()
     b.success()
     assert b.state == "closed" and b.allow() and b.failures == 0
