@@ -18,6 +18,7 @@ from gateway.schema import GatewayError
 
 Refiller = Callable[[str, int, int], Awaitable[Grant | None]]
 OUTBOX_LIMIT = 10_000
+PANIC_INTERVAL_S = 0.25  # at most one panic-pass call per target per replica this often (4/s): a trickle
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class ReplicaControl:
         self.board = self._board(policy.breakers if policy else Breakers())
         self._probing: set[tuple[str, str]] = set()
         self._panicking: set[tuple[str, str]] = set()  # targets with a panic-pass call in flight from here
+        self._panicked_at: dict[tuple[str, str], float] = {}  # when each target last got one
         self._outbox: list[Outcome] = []
         self.dropped = 0
         self._leases = {
@@ -113,15 +115,17 @@ class ReplicaControl:
 
     def panic_pass(self, targets: list[tuple[str, str]]) -> tuple[str, str] | None:
         """Every target of a plan is breaker-open: let one call through to the one that opened least recently
-        (Envoy's panic threshold), at most one in flight per target from this replica; None while that one is.
-        Its outcome is recorded like any attempt's, so a success closes the breaker at once."""
+        (Envoy's panic threshold), at most one in flight per target from this replica and one per
+        PANIC_INTERVAL_S; None otherwise. Its outcome is recorded like any attempt's, so a success closes the
+        breaker at once."""
         if not targets:
             return None
         key = min(targets, key=lambda t: self._opened_at(*t))
-        canonical = (self.canonical(key[0]), key[1])
-        if canonical in self._panicking:
+        canonical, now = (self.canonical(key[0]), key[1]), self._clock()
+        if canonical in self._panicking or now - self._panicked_at.get(canonical, -PANIC_INTERVAL_S) < PANIC_INTERVAL_S:
             return None
         self._panicking.add(canonical)
+        self._panicked_at[canonical] = now
         return key
 
     def _opened_at(self, provider: str, model: str) -> float:

@@ -127,6 +127,7 @@ def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, secrets_m
                 },
                 # switched down and up again by the emulator's outage control
                 "flaky-primary": {"provider": "openai", "upstream": "flaky-upstream", "price_as": "gpt-4o-mini"},
+                "blip-primary": {"provider": "openai", "upstream": "blip-upstream", "price_as": "gpt-4o-mini"},
                 "unpriced": {"provider": "openai", "upstream": "mystery-model"},  # no price anywhere: refused
                 "paced-mini": {"provider": "openai-paced", "upstream": "gpt-4o-mini"},
                 # sends three tokens, then waits for the client to leave

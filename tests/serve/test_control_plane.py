@@ -153,3 +153,61 @@ def test_provider_rate_limits_are_leased_and_never_exceeded(gw):
     limited = served.count("limited-mini")
     assert 1 <= limited <= LIMITED_RPM * (2 if crossed else 1)
     assert served.count("claude-haiku-4-5") == len(served) - limited >= (0 if crossed else 4)
+
+
+def _status(client, model: str) -> int:
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "blip"}], max_tokens=4)
+        return 200
+    except openai.APIStatusError as exc:
+        return exc.status_code
+
+
+def _recovered_at(client, model: str, back_at: float, *, within_s: float, run: int = 6) -> float | None:
+    """When answers became 200 for good after `back_at`: the start of the first `run` consecutive 200s."""
+    streak_from = None
+    while time.monotonic() < back_at + within_s:
+        t = time.monotonic()
+        if _status(client, model) != 200:
+            streak_from = None
+            continue
+        streak_from = streak_from or t
+        if t >= back_at and streak_from is not None:
+            run -= 1
+            if run == 0:
+                return max(streak_from, back_at)
+    return None
+
+
+def test_a_short_upstream_blip_is_over_within_about_a_second_of_its_end(gw, emulator):
+    """One candidate, no fallbacks: 0.5 s of connection resets, then a healthy upstream. Answers are 200 again
+    within ~1 s of its return (the first opening is short; every-target-open lets a trickle through), not after
+    the policy's whole cooldown."""
+    client = gw.with_options(max_retries=0)
+    assert _status(client, "blip-primary") == 200
+    emulator.set_outage("blip-upstream", "reset", seconds=0.5)
+    back_at = time.monotonic() + 0.5
+    codes = []
+    while time.monotonic() < back_at:
+        codes.append(_status(client, "blip-primary"))
+    recovered = _recovered_at(client, "blip-primary", back_at, within_s=10)
+    assert recovered is not None, "answers never became 200 again"
+    assert recovered - back_at < 1.5, f"back {recovered - back_at:.2f} s after the upstream (codes {codes})"
+
+
+def test_a_long_outage_sends_only_a_trickle_to_the_upstream(gw, emulator):
+    client = gw.with_options(max_retries=0)
+    before = _upstream_calls(emulator, "blip")
+    emulator.set_outage("blip-upstream", "reset", seconds=3.0)
+    end, asked = time.monotonic() + 3.0, 0
+    try:
+        while time.monotonic() < end:
+            _status(client, "blip-primary")
+            asked += 1
+    finally:
+        emulator.set_outage("blip-upstream", seconds=0)
+    sent = _upstream_calls(emulator, "blip") - before
+    # two replicas: the attempts that open each breaker, then at most 4 panic calls a second each
+    assert sent <= 2 * (3 * 3 + 4 * 3 + 2), f"{sent} upstream calls for {asked} requests"
+    assert asked > sent, f"{sent} upstream calls for {asked} requests: no trickle"
+    assert _recovered_at(client, "blip-primary", time.monotonic(), within_s=10) is not None

@@ -77,8 +77,9 @@ def test_consecutive_openings_double_the_cooldown_up_to_its_maximum_and_a_succes
 
 
 def test_when_every_target_is_open_one_panic_call_goes_to_the_least_recently_opened():
-    control = ReplicaControl("r1", POLICY.model_copy(update={"breakers": Breakers(failure_threshold=1, cooldown_s=30)}))
     clock = Clock()
+    breakers = Breakers(failure_threshold=1, cooldown_s=30)
+    control = ReplicaControl("r1", POLICY.model_copy(update={"breakers": breakers}), clock=clock)
     for model in ("a", "b"):
         breaker = control.board.get("openai", model)
         breaker.clock = clock
@@ -87,7 +88,11 @@ def test_when_every_target_is_open_one_panic_call_goes_to_the_least_recently_ope
     assert control.blocked("openai", "a") and control.blocked("openai", "b")
     assert control.panic_pass([("openai", "b"), ("openai", "a")]) == ("openai", "a")
     assert control.panic_pass([("openai", "b"), ("openai", "a")]) is None  # one call in flight per replica
-    control.record("openai", "a", 0.0, None)  # it answered: closed at once, and the pass is free again
+    control.record("openai", "a", 0.0, GatewayError(ErrorKind.CONNECTION, "still down"))
+    assert control.panic_pass([("openai", "a")]) is None  # and at most one per PANIC_INTERVAL_S: a trickle
+    clock.now += 0.3
+    assert control.panic_pass([("openai", "a")]) == ("openai", "a")
+    control.record("openai", "a", clock.now, None)  # it answered: the breaker closes at once
     assert control.blocked("openai", "a") is None
 
 
