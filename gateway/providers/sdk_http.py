@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from types import ModuleType
 from typing import Any
 
+import aiohttp
 import httpx2
 
 from gateway.config import ProviderConfig
@@ -23,6 +24,7 @@ from gateway.schema import ErrorKind, GatewayError
 from gateway.secrets.refs import value_of
 
 ErrorMapper = Callable[..., GatewayError]
+STALE_RESENDS = 1  # a pooled keep-alive socket the upstream closed (it restarted): resent once, on another socket
 RAW_STREAM_HEADER = ("X-Stainless-Raw-Response", "stream")  # the SDKs' own flag: hand back the open response
 
 
@@ -41,7 +43,19 @@ def sdk_client(sdk: ModuleType, client_cls: Any, config: ProviderConfig) -> Any:
     )
 
 
+def _stale_socket(exc: BaseException) -> bool:
+    """The SDK's connection error came from a pooled socket the server had closed before answering anything."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.ServerDisconnectedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class SdkHttp:
+    """One provider's HTTP through its SDK client: JSON in, JSON or an open SSE response out, errors mapped."""
+
     def __init__(self, client: Any, provider: str, map_error: ErrorMapper) -> None:
         self.client = client
         self.provider = provider
@@ -50,9 +64,20 @@ class SdkHttp:
     def error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
         return self.map_error(exc, provider=self.provider, model=target.name, **kw)
 
+    async def _post(self, path: str, body: dict[str, Any], options: dict[str, Any] | None = None) -> httpx2.Response:
+        """POST through the SDK; a request that met a stale keep-alive socket (no byte of an answer came back) is
+        sent again on another before it counts as a failure."""
+        for resend in range(STALE_RESENDS + 1):
+            try:
+                return await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})
+            except Exception as exc:
+                if resend == STALE_RESENDS or not _stale_socket(exc):
+                    raise
+        raise AssertionError("unreachable")
+
     async def post_json(self, path: str, body: dict[str, Any], target: Target) -> dict[str, Any]:
         try:
-            response = await self.client.post(path, cast_to=httpx2.Response, body=body)
+            response = await self._post(path, body)
             data = json.loads(response.content)
         except Exception as exc:
             raise self.error(exc, target) from None
@@ -67,9 +92,7 @@ class SdkHttp:
 
     async def open_stream(self, path: str, body: dict[str, Any], target: Target) -> httpx2.Response:
         try:
-            return await self.client.post(
-                path, cast_to=httpx2.Response, body=body, options={"headers": dict([RAW_STREAM_HEADER])}
-            )
+            return await self._post(path, body, {"headers": dict([RAW_STREAM_HEADER])})
         except Exception as exc:
             raise self.error(exc, target) from None
 

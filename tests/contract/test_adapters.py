@@ -7,9 +7,11 @@ that reason. Faults come from the shared catalogue, each in the provider's own w
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
+from gateway.emulators import Emulator, EmulatorSettings
 from gateway.schema import (
     ChatRequest,
     EmbeddingsRequest,
@@ -340,3 +342,27 @@ async def test_a_complete_stream_without_its_terminal_marker_is_complete(provide
     finish = events[-1]
     assert isinstance(finish, FinishEvent) and finish.finish_reason == "stop"
     assert finish.usage.output_tokens > 0 and _text(events)
+
+
+async def test_a_call_after_the_upstream_restarted_is_not_failed_by_a_stale_pooled_socket(case):
+    """The upstream restarts on the same port between two calls: the pooled keep-alive socket is dead, and the
+    second call is sent again on a fresh one instead of failing with a connection error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    first = Emulator(EmulatorSettings())
+    first.start_in_thread("127.0.0.1", port)
+    provider = case.provider(url)
+    try:
+        await provider.complete(_req(), case.target())
+        first.stop_thread()
+        second = Emulator(EmulatorSettings())
+        second.start_in_thread("127.0.0.1", port)
+        try:
+            answer = await provider.complete(_req("after the restart"), case.target())
+            assert answer.text
+        finally:
+            second.stop_thread()
+    finally:
+        await provider.aclose()
