@@ -20,7 +20,7 @@ from gateway.budgets.gate import BudgetGate
 from gateway.budgets.ledger import Lease
 from gateway.budgets.policy import Account
 from gateway.config import GatewayConfig
-from gateway.control.ratelimit import Grant
+from gateway.control.ratelimit import Grant, Held
 from gateway.control.replica import ReplicaControl
 from gateway.routing.policy import Breakers, RoutingPolicy
 
@@ -183,25 +183,26 @@ class ControlLink:
         await asyncio.gather(*(one(n, o) for n, o in batches.items() if n in self._limits))
 
     async def _top_up(self) -> None:
-        for name, requests, tokens in self._control.low_leases():
-            grant = await self._grant(name, requests, tokens)
+        for name, requests, tokens, held in self._control.low_leases():
+            grant = await self._grant(name, requests, tokens, held)
             if grant is not None:
                 self._control.install_grant(name, grant)
 
-    async def _grant(self, name: str, requests: int, tokens: int, background: bool = True) -> Grant | None:
+    async def _grant(self, name: str, requests: int, tokens: int, held: Held,
+                     background: bool = True) -> Grant | None:  # fmt: skip
         try:
             handle = await self._get_provider(name)
             self._control.actor_calls["background"] += background
-            ref = handle.grant.remote(self._control.replica_id, requests, tokens)
+            ref = handle.grant.remote(self._control.replica_id, requests, tokens, held)
             return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
         except (RayError, TimeoutError) as exc:
             self._providers.pop(name, None)
             self._trouble(f"a lease from provider:{name}", exc)
             return None
 
-    async def refill(self, name: str, requests: int, tokens: int) -> Grant | None:
+    async def refill(self, name: str, requests: int, tokens: int, held: Held) -> Grant | None:
         """On a request's path: its rate lease ran out (ReplicaControl counts these calls)."""
-        return await self._grant(name, requests, tokens, background=False)
+        return await self._grant(name, requests, tokens, held, background=False)
 
     async def _pull(self) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ray
 
 from gateway.control.health import ProviderHealth
-from gateway.control.ratelimit import Grant, RateLimiter
+from gateway.control.ratelimit import Grant, Held, RateLimiter
 from gateway.control.snapshot import Outcome, ProviderView
 from gateway.routing.policy import Breakers
 
@@ -22,10 +22,10 @@ class ProviderActor:
     async def view(self) -> ProviderView:
         return self._health.view()
 
-    async def grant(self, replica: str, requests: int, tokens: int) -> Grant | None:
+    async def grant(self, replica: str, requests: int, tokens: int, held: Held | None = None) -> Grant | None:
         self._health.seen(replica)
         limiter = self._health.limiter
-        return limiter.grant(replica, requests, tokens) if limiter is not None else None
+        return limiter.grant(replica, requests, tokens, held) if limiter is not None else None
 
     async def configure(self, breakers: Breakers, rpm: int | None, tpm: int | None) -> None:
         """A redeploy with other settings adopts them; breaker state and statistics are kept."""

@@ -17,6 +17,15 @@ class Grant:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What one replica was granted in one window so far (reported with each ask)."""
+
+    window: int
+    requests: int
+    tokens: int
+
+
 class RateLimiter:
     """The provider actor's side: per-minute windows; grants shrink as a window nears its limit, so the replicas
     together never exceed it (unspent leased capacity is lost at the window's end, never over-granted)."""
@@ -35,10 +44,14 @@ class RateLimiter:
             self._window, self._requests, self._tokens, self._holders = window, 0, 0, set()
         return window
 
-    def grant(self, replica: str, want_requests: int, want_tokens: int) -> Grant:
+    def grant(self, replica: str, want_requests: int, want_tokens: int, held: Held | None = None) -> Grant:
         """At most half of what is left, split between the replicas holding leases this minute; at least what one
-        request needs while that fits."""
+        request needs while that fits. `held`: what the replica was granted this minute before, which a limiter
+        that does not know the replica (it restarted mid-minute) counts as used, so a restart forgets nothing."""
         window = self._roll()
+        if replica not in self._holders and held is not None and held.window == window:
+            self._requests += held.requests
+            self._tokens += held.tokens
         self._holders.add(replica)
         share = 2 * len(self._holders)
         requests = want_requests
@@ -71,6 +84,8 @@ class RateLease:
         self.expires_at = 0.0
         self.refused_until = 0.0  # the actor said no: no further call until its window ends
         self._granted = (0, 0)
+        self._held = Held(-1, 0, 0)  # granted this window, by the actor or as a fallback
+        self._fallback_window = -1  # the window whose one fallback chunk was already taken
 
     def take(self, tokens: int) -> bool:
         """Spend one request and `tokens`; False when the lease cannot cover it (then refill, or refuse)."""
@@ -90,7 +105,23 @@ class RateLease:
     def want(self, tokens: int = 0) -> tuple[int, int]:
         return self.chunk_requests, max(self.chunk_tokens, tokens)
 
+    def held(self) -> Held:
+        window = int(self._clock() // WINDOW_S)
+        return self._held if self._held.window == window else Held(window, 0, 0)
+
+    def fallback(self, tokens: int) -> bool:
+        """The actor cannot be reached: one chunk per window from here, never more (a replica's bound while the
+        limiter is away is one chunk, a twentieth of the limit, a minute); then take from it."""
+        window = int(self._clock() // WINDOW_S)
+        if self._fallback_window == window:
+            return False
+        self._fallback_window = window
+        self.install(Grant(window, self.chunk_requests, max(self.chunk_tokens, tokens), (window + 1) * WINDOW_S))
+        return self.take(tokens)
+
     def install(self, grant: Grant) -> None:
+        held = self.held()
+        self._held = Held(grant.window, held.requests + grant.requests, held.tokens + grant.tokens)
         if self._clock() >= self.expires_at or grant.expires_at != self.expires_at:
             self.requests, self.tokens = 0, 0  # an old window's leftovers are gone
         self.requests += grant.requests

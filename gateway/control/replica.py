@@ -10,13 +10,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.control.ratelimit import Grant, RateLease
+from gateway.control.ratelimit import Grant, Held, RateLease
 from gateway.control.snapshot import ModelView, Outcome, RoutingSnapshot
 from gateway.routing.breaker import Breaker, BreakerBoard
 from gateway.routing.policy import Breakers, RoutingPolicy
 from gateway.schema import GatewayError
 
-Refiller = Callable[[str, int, int], Awaitable[Grant | None]]
+Refiller = Callable[[str, int, int, Held], Awaitable[Grant | None]]
 OUTBOX_LIMIT = 10_000
 PANIC_INTERVAL_S = 0.25  # at most one panic-pass call per target per replica this often (4/s): a trickle
 
@@ -190,14 +190,14 @@ class ReplicaControl:
         if self.refiller is None or lease.refused:
             return False
         self.actor_calls["request_path"] += 1
-        grant = await self.refiller(key, *lease.want(tokens))
-        if grant is None:  # the provider actor is unreachable: the provider's own 429s still protect it
-            return True
+        grant = await self.refiller(key, *lease.want(tokens), lease.held())
+        if grant is None:  # the provider actor is unreachable: one bounded chunk a window, then refused
+            return lease.fallback(tokens)
         lease.install(grant)
         return lease.take(tokens)
 
-    def low_leases(self) -> list[tuple[str, int, int]]:
-        return [(p, *lease.want()) for p, lease in self._leases.items() if lease.low()]
+    def low_leases(self) -> list[tuple[str, int, int, Held]]:
+        return [(p, *lease.want(), lease.held()) for p, lease in self._leases.items() if lease.low()]
 
     def install_grant(self, provider: str, grant: Grant) -> None:
         self._leases[provider].install(grant)

@@ -219,9 +219,9 @@ async def test_leases_refill_through_the_actor_call_only_when_spent():
     limiter = RateLimiter(rpm=3, tpm=None, clock=clock)
     calls = []
 
-    async def refiller(provider, requests, tokens):
+    async def refiller(provider, requests, tokens, held):
         calls.append(provider)
-        return limiter.grant("a", requests, tokens)
+        return limiter.grant("a", requests, tokens, held)
 
     replica = ReplicaControl("a", POLICY, limits={"openai": RateLimit(rpm=3)}, clock=clock)
     replica.refiller = refiller
@@ -234,6 +234,36 @@ async def test_leases_refill_through_the_actor_call_only_when_spent():
     assert len(calls) == 4  # the lease shrinks near the limit (1 + 1 + 1), one refusal, then no call till next minute
     clock.now = 60.0
     assert await replica.refill_and_take("openai", 1) and len(calls) == 5
+
+
+async def test_an_unreachable_limiter_allows_one_chunk_a_window_never_unbounded():
+    clock = Clock(0.0)
+
+    async def unreachable(provider, requests, tokens, held):
+        return None
+
+    replica = ReplicaControl("a", POLICY, limits={"openai": RateLimit(rpm=200)}, clock=clock)  # chunks of 10
+    replica.refiller = unreachable
+    admitted = 0
+    for _ in range(50):
+        admitted += replica.take("openai", 1) or await replica.refill_and_take("openai", 1)
+    assert admitted == 10  # one chunk (a twentieth of the limit), then refused until the next window
+    clock.now = 60.0
+    assert await replica.refill_and_take("openai", 1)
+
+
+def test_a_limiter_restarted_mid_minute_counts_what_the_replicas_already_hold():
+    clock = Clock(10.0)
+    limiter = RateLimiter(rpm=100, tpm=None, clock=clock)
+    lease = RateLease(chunk_requests=40, chunk_tokens=0, clock=clock)
+    lease.install(limiter.grant("a", *lease.want(), lease.held()))
+    lease.install(limiter.grant("a", *lease.want(), lease.held()))
+    before = lease.held().requests
+    restarted = RateLimiter(rpm=100, tpm=None, clock=clock)  # the provider actor came back empty
+    more = restarted.grant("a", 40, 0, lease.held()).requests
+    assert before + more <= 100  # without `held` it would grant up to 100 again this minute
+    clock.now = 60.0
+    assert lease.held().requests == 0  # a new minute: nothing held yet
 
 
 def test_a_cancelled_attempt_only_adds_a_first_token_lower_bound():
