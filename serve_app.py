@@ -20,7 +20,7 @@ from gateway.auth.cache import KeyCache
 from gateway.auth.jwt_verifier import JwtVerifier
 from gateway.auth.keys import KeyHasher
 from gateway.auth.setup import admin_keys, auth_mode, pepper
-from gateway.budgets.gate import BudgetGate, to_micros
+from gateway.budgets.gate import BudgetGate, to_picos
 from gateway.budgets.policy import BudgetPolicy, load_budgets
 from gateway.budgets.spending import Spending
 from gateway.config import GatewayConfig
@@ -85,7 +85,7 @@ class Gateway:
         spending = None
         if budgets is not None:
             b = config.budgets
-            gate = BudgetGate(to_micros(b.lease_usd), b.lease_tokens)
+            gate = BudgetGate(to_picos(b.lease_usd), b.lease_tokens)
             spending = Spending(
                 budgets, gate, pricer, self._tokens, registry.kind, config.budgets.default_output_tokens
             )

@@ -63,8 +63,8 @@ class BudgetLedgerActor:
         return count
 
     async def release(self, replica: str, releases: list[tuple[str, int, int]]) -> None:
-        for account, micros, tokens in releases:
-            self._ledger.release(replica, account, micros, tokens)
+        for account, picos, tokens in releases:
+            self._ledger.release(replica, account, picos, tokens)
         self._ledger.forget_idle(IDLE_S)
         self._save_leases_soon()
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from decimal import Decimal
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -19,7 +18,7 @@ from gateway.auth.access import ROUTE_SCOPES, budget_org
 from gateway.auth.admin import KeyAdmin
 from gateway.auth.authenticator import Authenticator
 from gateway.auth.identity import bind
-from gateway.budgets.policy import MICROS, accounts_for
+from gateway.budgets.policy import accounts_for, usd_text
 from gateway.config import CorsConfig, GatewayConfig
 from gateway.control.status import provider_status
 from gateway.http_json import json_response, read_json
@@ -301,8 +300,8 @@ class HttpApi:
         out = []
         for a in accounts:
             st = await self._admin.budget_status(a.id)
-            usd = {k.replace("_micros", "_usd"): (str(Decimal(v) / MICROS) if v is not None else None)
-                   for k, v in st.items() if k.endswith("_micros")}  # fmt: skip
+            usd = {k.replace("_picos", "_usd"): (usd_text(v) if v is not None else None)
+                   for k, v in st.items() if k.endswith("_picos")}  # fmt: skip
             tokens = {k: v for k, v in st.items() if k.endswith("_tokens")}
             out.append({"budget": a.budget, "scope": scope, "key": a.key, "window": a.window, **usd, **tokens})
         return json_response({"budgets": out})

@@ -21,7 +21,7 @@ from gateway.providers import ProviderRegistry, Target
 from gateway.routing.breaker import BreakerBoard
 from gateway.routing.planner import Candidate, RoutePlan, estimate_prompt_tokens
 from gateway.routing.policy import RoutingPolicy
-from gateway.runner import Attempt, Limits, PlanRunner, RunOptions, request_deadline
+from gateway.runner import Limits, PlanRunner, RunOptions, request_deadline
 from gateway.schema import (
     ChatRequest,
     ChatResponse,

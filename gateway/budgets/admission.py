@@ -7,10 +7,9 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from gateway.budgets.gate import BudgetRefused
-from gateway.budgets.policy import MICROS
+from gateway.budgets.policy import usd_text
 from gateway.budgets.shrink import shrink
 from gateway.budgets.spending import Estimate, Hold, Spending
 from gateway.config import ModelEntry
@@ -19,8 +18,8 @@ from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError
 log = logging.getLogger("gateway.budgets")
 
 
-def _usd(micros: int | None) -> str | None:
-    return None if micros is None else str(Decimal(micros) / MICROS)
+def _usd(picos: int | None) -> str | None:
+    return None if picos is None else usd_text(picos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +36,7 @@ class Decision:
         meta = request.metadata
         return {
             "event": "budget_decision", "action": self.action, "budget": self.budget,
-            "estimate_usd": _usd(self.estimate.micros), "estimate_tokens": self.estimate.tokens,
+            "estimate_usd": _usd(self.estimate.picos), "estimate_tokens": self.estimate.tokens,
             "available_usd": _usd(self.available[0]) if self.available else None,
             "available_tokens": self.available[1] if self.available else None,
             "detail": self.detail, "model": request.model, "daemon": meta.daemon, "org": meta.org,
@@ -46,7 +45,7 @@ class Decision:
 
     @property
     def header(self) -> str:
-        parts = [self.action, f"estimate=${_usd(self.estimate.micros)}/{self.estimate.tokens}t"]
+        parts = [self.action, f"estimate=${_usd(self.estimate.picos)}/{self.estimate.tokens}t"]
         if self.budget is not None:
             parts.append(f"budget={self.budget}")
         if self.available is not None:

@@ -18,7 +18,22 @@ from gateway.budgets.store import Charge, LeaseRow
 CHARGE, TOTAL, LEASES = "charge#", "total#", "leases#"
 MAX_ACCOUNTS = 50  # TransactWriteItems takes at most 100 items, and a charge needs two per account
 CONFLICT_RETRIES = 5  # a transaction cancelled only by TransactionConflict (a concurrent writer) is tried again
-_NAMES = {"#m": "micros", "#t": "tokens"}
+_NAMES = {"#m": "picos", "#o": "micros", "#t": "tokens"}
+_ADDED = {"#m": "picos", "#t": "tokens"}
+_PICOS_PER_MICRO = 10**6  # items written before money was exact kept micro-dollars (`micros`); read as picos
+PICO_LEASE = "pico"  # the marker of a lease value in pico-dollars (a three-element one is in micro-dollars)
+
+
+def _money(item: dict) -> int:
+    """A total's pico-dollars: what was ADDed since money became exact, plus any legacy micro-dollars."""
+    picos = _int(item["picos"]["N"]) if "picos" in item else 0
+    return picos + (_int(item["micros"]["N"]) * _PICOS_PER_MICRO if "micros" in item else 0)
+
+
+def _lease(value: dict) -> tuple[int, int, float]:
+    parts = value["L"]
+    scale = 1 if len(parts) > 3 else _PICOS_PER_MICRO
+    return _int(parts[0]["N"]) * scale, _int(parts[1]["N"]), float(parts[2]["N"])
 
 
 def _int(number: str) -> int:
@@ -31,8 +46,9 @@ def _int(number: str) -> int:
 class DynamoSpendStore:
     """One table, a string partition key `pk` and no sort key:
 
-    - `charge#<charge id>#<account>`: the idempotency item (micros, tokens, at), put once, never updated;
-    - `total#<account>`: the account's settled totals (micros, tokens), only ever ADDed to.
+    - `charge#<charge id>#<account>`: the idempotency item (picos, tokens, at), put once, never updated;
+    - `total#<account>`: the account's settled totals (picos, tokens), only ever ADDed to (a total from before
+      money was exact also has `micros`, read as a million picos each: no rewrite needed).
 
     One transaction per charge puts its idempotency items (`attribute_not_exists(pk)`) and ADDs to its totals,
     so a total moves exactly when its idempotency item first appears: a replay, from this process or another,
@@ -72,17 +88,17 @@ class DynamoSpendStore:
         accounts = list(dict.fromkeys(charge.accounts))  # a repeated account would be two writes to one item
         if not 0 < len(accounts) <= MAX_ACCOUNTS:
             raise ValueError(f"charge {charge.id}: {len(accounts)} accounts (1 to {MAX_ACCOUNTS} fit a transaction)")
-        if type(charge.micros) is not int or type(charge.tokens) is not int:
-            raise TypeError(f"charge {charge.id}: amounts must be integers (micro-dollars, tokens)")
-        amounts = {":m": {"N": str(charge.micros)}, ":t": {"N": str(charge.tokens)}}
+        if type(charge.picos) is not int or type(charge.tokens) is not int:
+            raise TypeError(f"charge {charge.id}: amounts must be integers (pico-dollars, tokens)")
+        amounts = {":m": {"N": str(charge.picos)}, ":t": {"N": str(charge.tokens)}}
         items: list[dict[str, Any]] = []
         for account in accounts:
-            marker = {"pk": {"S": f"{CHARGE}{charge.id}#{account}"}, "micros": amounts[":m"],
+            marker = {"pk": {"S": f"{CHARGE}{charge.id}#{account}"}, "picos": amounts[":m"],
                       "tokens": amounts[":t"], "at": {"N": str(int(time.time()))}}  # fmt: skip
             items.append({"Put": {"TableName": self._table, "Item": marker,
                                   "ConditionExpression": "attribute_not_exists(pk)"}})  # fmt: skip
             items.append({"Update": {"TableName": self._table, "Key": {"pk": {"S": f"{TOTAL}{account}"}},
-                                     "UpdateExpression": "ADD #m :m, #t :t", "ExpressionAttributeNames": _NAMES,
+                                     "UpdateExpression": "ADD #m :m, #t :t", "ExpressionAttributeNames": _ADDED,
                                      "ExpressionAttributeValues": amounts}})  # fmt: skip
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
@@ -107,17 +123,17 @@ class DynamoSpendStore:
         """One account's settled totals: a strongly consistent GetItem (what a ledger reads on an account's first
         grant, so it never starts from a stale balance)."""
         item = self._client.get_item(TableName=self._table, Key={"pk": {"S": f"{TOTAL}{account}"}},
-                                     ConsistentRead=True, ProjectionExpression="#m, #t",
+                                     ConsistentRead=True, ProjectionExpression="#m, #o, #t",
                                      ExpressionAttributeNames=_NAMES).get("Item")  # fmt: skip
-        return (_int(item["micros"]["N"]), _int(item["tokens"]["N"])) if item else (0, 0)
+        return (_money(item), _int(item["tokens"]["N"])) if item else (0, 0)
 
     def save_leases(self, rows: Iterable[LeaseRow]) -> None:
-        """One item per account (`leases#<account>`), one attribute per replica: [micros, tokens, saved at]."""
+        """One item per account (`leases#<account>`), one attribute per replica: [picos, tokens, saved at]."""
         now = str(int(time.time()))
-        for account, replica, micros, tokens in rows:
+        for account, replica, picos, tokens in rows:
             key = {"pk": {"S": f"{LEASES}{account}"}}
-            if micros or tokens:
-                value = {"L": [{"N": str(micros)}, {"N": str(tokens)}, {"N": now}]}
+            if picos or tokens:
+                value = {"L": [{"N": str(picos)}, {"N": str(tokens)}, {"N": now}, {"S": PICO_LEASE}]}
                 self._client.update_item(TableName=self._table, Key=key, UpdateExpression="SET #r = :v",
                                          ExpressionAttributeNames={"#r": replica},
                                          ExpressionAttributeValues={":v": value})  # fmt: skip
@@ -128,8 +144,7 @@ class DynamoSpendStore:
     def leases(self, account: str) -> dict[str, tuple[int, int, float]]:
         item = self._client.get_item(TableName=self._table, Key={"pk": {"S": f"{LEASES}{account}"}},
                                      ConsistentRead=True).get("Item") or {}  # fmt: skip
-        return {replica: (_int(v["L"][0]["N"]), _int(v["L"][1]["N"]), float(v["L"][2]["N"]))
-                for replica, v in item.items() if replica != "pk"}  # fmt: skip
+        return {replica: _lease(v) for replica, v in item.items() if replica != "pk"}
 
     def totals(self) -> dict[str, tuple[int, int]]:
         # For operators and tests (a ledger reads one account at a time, with `total`). A Scan filtered on the key
@@ -141,12 +156,12 @@ class DynamoSpendStore:
             TableName=self._table,
             ConsistentRead=True,  # a restarted ledger must not start from stale totals (it would over-lease)
             FilterExpression="begins_with(pk, :prefix)",
-            ProjectionExpression="pk, #m, #t",
+            ProjectionExpression="pk, #m, #o, #t",
             ExpressionAttributeNames=_NAMES,
             ExpressionAttributeValues={":prefix": {"S": TOTAL}},
         )
         return {
-            item["pk"]["S"].removeprefix(TOTAL): (_int(item["micros"]["N"]), _int(item["tokens"]["N"]))
+            item["pk"]["S"].removeprefix(TOTAL): (_money(item), _int(item["tokens"]["N"]))
             for page in pages
             for item in page["Items"]
         }

@@ -19,14 +19,14 @@ class Lease:
     """Reservable amounts granted to one replica on one account (0, 0: refused)."""
 
     account: str
-    micros: int
+    picos: int
     tokens: int
-    remaining_micros: int | None = None  # what was left before this grant (for a refusal's message)
+    remaining_picos: int | None = None  # what was left before this grant (for a refusal's message)
     remaining_tokens: int | None = None
 
     @property
     def refused(self) -> bool:
-        return self.micros == 0 and self.tokens == 0
+        return self.picos == 0 and self.tokens == 0
 
 
 def _share(left: int | None, want: int, need: int, holders: int) -> int | None:
@@ -43,7 +43,7 @@ class Ledger:
         self._store = store
         self._spent: dict[str, list[int]] = {}  # settled spend of the accounts in use, read from the store lazily
         self._accounts: dict[str, Account] = {}
-        self._leased: dict[str, dict[str, list[int]]] = {}  # account -> replica -> outstanding [micros, tokens]
+        self._leased: dict[str, dict[str, list[int]]] = {}  # account -> replica -> outstanding [picos, tokens]
         self._used: dict[str, float] = {}  # account -> last grant, settlement or release (monotonic)
         self._dirty: set[tuple[str, str]] = set()  # (account, replica) leases changed since the last save
 
@@ -84,7 +84,7 @@ class Ledger:
         return len(gone)
 
     def grant(self, replica: str, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease:
-        """A lease of up to `want` (micros, tokens), never less than `need` (one request) unless refused."""
+        """A lease of up to `want` (picos, tokens), never less than `need` (one request) unless refused."""
         self._accounts[account.id] = account
         self._used[account.id] = time.monotonic()
         spent = self._spent_of(account.id)
@@ -92,18 +92,18 @@ class Ledger:
         holders = len(leased.keys() | {replica})
         out_m = sum(v[0] for v in leased.values())
         out_t = sum(v[1] for v in leased.values())
-        left_m = account.limit_micros - spent[0] - out_m if account.limit_micros is not None else None
+        left_m = account.limit_picos - spent[0] - out_m if account.limit_picos is not None else None
         left_t = account.limit_tokens - spent[1] - out_t if account.limit_tokens is not None else None
-        micros, tokens = _share(left_m, want[0], need[0], holders), _share(left_t, want[1], need[1], holders)
-        if micros == 0 or tokens == 0:
+        picos, tokens = _share(left_m, want[0], need[0], holders), _share(left_t, want[1], need[1], holders)
+        if picos == 0 or tokens == 0:
             return Lease(account.id, 0, 0, left_m, left_t)
-        micros = want[0] if micros is None else micros
+        picos = want[0] if picos is None else picos
         tokens = want[1] if tokens is None else tokens
         held = leased.setdefault(replica, [0, 0])
-        held[0] += micros
+        held[0] += picos
         held[1] += tokens
         self._dirty.add((account.id, replica))
-        return Lease(account.id, micros, tokens, left_m, left_t)
+        return Lease(account.id, picos, tokens, left_m, left_t)
 
     def settle(self, replica: str, charges: list[Charge]) -> int:
         """Book actual spend (durably first); each charge also uses up the replica's lease on its accounts.
@@ -141,21 +141,21 @@ class Ledger:
             for account in charge.accounts:
                 spent = self._spent.get(account)  # not loaded: the store has it, and is read when it is needed
                 if spent is not None:
-                    spent[0] += charge.micros
+                    spent[0] += charge.picos
                     spent[1] += charge.tokens
                     self._used[account] = now
                 held = self._leased.get(account, {}).get(replica)
                 if held is not None:
-                    held[0] = max(0, held[0] - charge.micros)
+                    held[0] = max(0, held[0] - charge.picos)
                     held[1] = max(0, held[1] - charge.tokens)
                     self._dirty.add((account, replica))
         return len(fresh)
 
-    def release(self, replica: str, account: str, micros: int, tokens: int) -> None:
+    def release(self, replica: str, account: str, picos: int, tokens: int) -> None:
         """A replica gives back what it will not use (a window ended, it shuts down, it holds too much)."""
         held = self._leased.get(account, {}).get(replica)
         if held is not None:
-            held[0] = max(0, held[0] - micros)
+            held[0] = max(0, held[0] - picos)
             held[1] = max(0, held[1] - tokens)
             self._dirty.add((account, replica))
 
@@ -164,10 +164,10 @@ class Ledger:
         leased = self._leased.get(account, {})
         reserved = [sum(v[0] for v in leased.values()), sum(v[1] for v in leased.values())]
         known = self._accounts.get(account)
-        limit = (known.limit_micros, known.limit_tokens) if known is not None else (None, None)
+        limit = (known.limit_picos, known.limit_tokens) if known is not None else (None, None)
         remaining = [None if lim is None else lim - s - r for lim, s, r in zip(limit, spent, reserved, strict=True)]
         return {
-            "limit_micros": limit[0], "limit_tokens": limit[1], "spent_micros": spent[0], "spent_tokens": spent[1],
-            "reserved_micros": reserved[0], "reserved_tokens": reserved[1],
-            "remaining_micros": remaining[0], "remaining_tokens": remaining[1],
+            "limit_picos": limit[0], "limit_tokens": limit[1], "spent_picos": spent[0], "spent_tokens": spent[1],
+            "reserved_picos": reserved[0], "reserved_tokens": reserved[1],
+            "remaining_picos": remaining[0], "remaining_tokens": remaining[1],
         }  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from gateway.budgets.gate import to_micros
+from gateway.budgets.gate import to_picos
 from gateway.budgets.spending import Hold, Spending
 from gateway.config import ModelEntry
 
@@ -14,7 +14,7 @@ class StreamMeter:
     def __init__(self, spending: Spending, hold: Hold, entry: ModelEntry, name: str, prior: Decimal | None) -> None:
         """`prior`: what a broken stream this one continues already cost (it is inside the same reservation)."""
         self._spending, self._hold, self._entry = spending, hold, entry
-        self._prior = to_micros(prior) if prior is not None else 0
+        self._prior = to_picos(prior) if prior is not None else 0
         self.input_tokens = hold.prompt.get(name, hold.input_tokens)
         self.limit: int | None = self._compute()
         self.extensions = 0

@@ -16,7 +16,13 @@ from gateway.routing.policy import load_policy_file
 from gateway.schema.chat import GatewayMetadata
 
 Scope = Literal["global", "daemon", "org", "user", "turn", "key"]
-MICROS = Decimal(1_000_000)
+PICOS = Decimal(10**12)  # money is kept in pico-dollars: every per-token price in the tables is exact
+
+
+def usd_text(picos: int) -> str:
+    """Pico-dollars as a plain decimal dollar amount (no exponent, no trailing zeros): display only."""
+    text = format(Decimal(picos) / PICOS, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class Budget(BaseModel):
@@ -43,8 +49,8 @@ class Budget(BaseModel):
         return self
 
     @property
-    def limit_micros(self) -> int | None:
-        return int(self.limit_usd * MICROS) if self.limit_usd is not None else None
+    def limit_picos(self) -> int | None:
+        return int(self.limit_usd * PICOS) if self.limit_usd is not None else None
 
 
 class BudgetPolicy(BaseModel):
@@ -69,7 +75,7 @@ class Account:
     budget: str
     key: str
     window: str
-    limit_micros: int | None
+    limit_picos: int | None
     limit_tokens: int | None
     id: str = field(init=False, compare=False)  # "budget|key|window", computed once (it keys every table)
 
@@ -91,7 +97,7 @@ def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | No
         value = values[b.scope]
         if value is None or (b.key is not None and b.key != value):
             continue
-        out.append(Account(name, in_org(b.scope, value, meta.org), windows[b.window], b.limit_micros, b.limit_tokens))
+        out.append(Account(name, in_org(b.scope, value, meta.org), windows[b.window], b.limit_picos, b.limit_tokens))
     return out
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_micros
-from gateway.budgets.policy import Account, BudgetPolicy, accounts_for
+from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_picos
+from gateway.budgets.policy import PICOS, Account, BudgetPolicy, accounts_for
 from gateway.config import ModelEntry
 from gateway.pricing import Pricer
 from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, Usage
@@ -24,12 +24,12 @@ DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog b
 class Estimate:
     """The worst case of a request over a set of candidates."""
 
-    micros: int
+    picos: int
     tokens: int
     prompt: dict[str, int]  # model -> prompt tokens (with its provider's margin)
 
     def fits(self, available: tuple[int | None, int | None]) -> bool:
-        return (available[0] is None or self.micros <= available[0]) and (
+        return (available[0] is None or self.picos <= available[0]) and (
             available[1] is None or self.tokens <= available[1]
         )
 
@@ -79,7 +79,7 @@ class Spending:
     def estimate(self, request: ChatRequest, entries: dict[str, ModelEntry]) -> Estimate:
         """Prompt estimate (BPE, with each provider's margin) plus the whole output allowance, priced; the
         largest over the candidates."""
-        micros, tokens, prompt = 0, 0, {}
+        picos, tokens, prompt = 0, 0, {}
         counted: dict[tuple[str, str], int] = {}  # candidates that share a tokenizer and margin share a count
         for name, entry in entries.items():
             kind = self._kind_of(entry.provider)
@@ -89,39 +89,40 @@ class Spending:
             inp = counted[key]
             out = self.allowance(request, entry)
             prompt[name] = inp
-            micros = max(micros, to_micros(self.price(entry, Usage(input_tokens=inp, output_tokens=out))))
+            picos = max(picos, to_picos(self.price(entry, Usage(input_tokens=inp, output_tokens=out))))
             tokens = max(tokens, inp + out)
-        return Estimate(micros, tokens, prompt)
+        return Estimate(picos, tokens, prompt)
 
     def estimate_embeddings(self, request: EmbeddingsRequest, entries: dict[str, ModelEntry]) -> Estimate:
         """The inputs' BPE count (with each provider's margin), priced; the largest over the candidates."""
         prompt = {n: self._tokens.input_tokens(request.texts, e, self._kind_of(e.provider)) for n, e in entries.items()}
-        micros = max(to_micros(self.price(e, Usage(input_tokens=prompt[n]))) for n, e in entries.items())
-        return Estimate(micros, max(prompt.values()), prompt)
+        picos = max(to_picos(self.price(e, Usage(input_tokens=prompt[n]))) for n, e in entries.items())
+        return Estimate(picos, max(prompt.values()), prompt)
 
     async def hold(self, accounts: list[Account], estimate: Estimate) -> Hold:
-        reservation = await self.gate.reserve(accounts, estimate.micros, estimate.tokens)
+        reservation = await self.gate.reserve(accounts, estimate.picos, estimate.tokens)
         cut = any(self.policy.budgets[a.budget].mid_stream == "cut" for a in accounts)
         return Hold(reservation, estimate.prompt, cut)
 
-    def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_micros: int = 0) -> int:
-        """How many output tokens `hold` pays for on `entry` after `input_tokens` of prompt and `prior_micros`
+    def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_picos: int = 0) -> int:
+        """How many output tokens `hold` pays for on `entry` after `input_tokens` of prompt and `prior_picos`
         already spent (a broken stream this one continues). Solved directly for a flat price; a binary search
         over the price function otherwise (tiers)."""
         res = hold.reservation
         cap = max(0, res.tokens - input_tokens) if self.gate.limits_tokens(res) else 1 << 30
-        if not self.gate.limits_micros(res):
+        if not self.gate.limits_picos(res):
             return cap
-        left = res.micros - prior_micros  # micro-dollars; a call costs ceil(input x in + output x out)
+        left = res.picos - prior_picos  # pico-dollars; a call costs ceil(input x in + output x out)
         linear = self._pricer.linear(self._kind_of(entry.provider), entry.price_as or entry.upstream)
-        if linear is not None:
-            left -= input_tokens * linear[0]
+        if linear is not None:  # dollars per million tokens -> pico-dollars per token
+            per_in, per_out = (p * PICOS / 1_000_000 for p in linear)
+            left -= input_tokens * per_in
             if left < 0:
                 return 0
-            return cap if linear[1] == 0 else min(cap, int(left / linear[1]))
+            return cap if per_out == 0 else min(cap, int(left / per_out))
 
         def fits(out: int) -> bool:
-            return to_micros(self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))) <= left
+            return to_picos(self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))) <= left
 
         low, high = 0, min(cap, 1 << 24)
         if not fits(0):
@@ -136,17 +137,17 @@ class Spending:
         budgets. False when they have nothing left or cannot be asked (fail closed)."""
         accounts = list(hold.reservation.accounts)
         tokens = self.default_output
-        micros = to_micros(self.price(entry, Usage(output_tokens=tokens)))
+        picos = to_picos(self.price(entry, Usage(output_tokens=tokens)))
         try:
-            extra = await self.gate.reserve(accounts, micros, tokens)
+            extra = await self.gate.reserve(accounts, picos, tokens)
         except BudgetRefused as exc:
             left_m, left_t = exc.available
-            micros = micros if left_m is None else min(micros, left_m)
+            picos = picos if left_m is None else min(picos, left_m)
             tokens = tokens if left_t is None else min(tokens, left_t)
-            if micros <= 0 or tokens <= 0:
+            if picos <= 0 or tokens <= 0:
                 return False
             try:
-                extra = await self.gate.reserve(accounts, micros, tokens)
+                extra = await self.gate.reserve(accounts, picos, tokens)
             except GatewayError:
                 return False
         except GatewayError:
@@ -162,6 +163,6 @@ class Spending:
             return
         if cost is None and usage is not None and entry is not None and (usage.input_tokens or usage.output_tokens):
             cost = self.price(entry, usage)
-        micros = (to_micros(cost) if cost is not None else 0) + sum(to_micros(c) for c, _ in extra)
+        picos = (to_picos(cost) if cost is not None else 0) + sum(to_picos(c) for c, _ in extra)
         tokens = (usage.total_tokens if usage is not None else 0) + sum(t for _, t in extra)
-        self.gate.settle(hold.reservation, micros, tokens)
+        self.gate.settle(hold.reservation, picos, tokens)

@@ -37,21 +37,21 @@ def test_a_hundred_parallel_calls_against_a_budget_that_fits_ten(gateway_url, em
         error = r.json()["error"]
         assert r.status_code == 402 and error["type"] == "budget_exceeded"
         assert "budget-user-day" in error["message"] and "estimated at" in error["message"]
-    booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in ok)
+    booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 10**12) for a in ok)
     stop = time.monotonic() + 10
     while True:  # replicas settle in batches, within a sync interval or two
         status = _status(gateway_url, "user", USER)
-        if Decimal(status["spent_usd"]) * 1_000_000 == booked or time.monotonic() > stop:
+        if Decimal(status["spent_usd"]) * 10**12 == booked or time.monotonic() > stop:
             break
         time.sleep(0.1)
-    assert Decimal(status["spent_usd"]) * 1_000_000 == booked  # every answer booked, at its actual cost
+    assert Decimal(status["spent_usd"]) * 10**12 == booked  # every answer booked, at its actual cost
     assert Decimal(status["spent_usd"]) <= Decimal(status["limit_usd"])
     ids = {r.request_id for r in emulator.recorder.requests if "budget call" in str(r.body)}
     billed = [b for b in emulator.recorder.billing if b.request_id in ids]
     assert len(billed) == len(ok)  # refused calls never reached the provider
     pricer = Pricer()
     usages = [Usage(input_tokens=b.input_tokens, output_tokens=b.output_tokens) for b in billed]
-    from_billing = sum(math.ceil(pricer.cost("openai", "gpt-4o-mini", u) * 1_000_000) for u in usages)
+    from_billing = sum(math.ceil(pricer.cost("openai", "gpt-4o-mini", u) * 10**12) for u in usages)
     assert from_billing == booked  # what the provider billed is what the ledger holds
 
 
@@ -60,9 +60,9 @@ def test_budget_status_names_bad_scopes_and_unknown_keys(gateway_url):
     assert httpx.get(f"{gateway_url}/v1/gateway/budgets/user/nobody", headers=AUTH).status_code == 404
 
 
-def _spent_micros(gateway_url: str, user: str) -> Decimal:
+def _spent_picos(gateway_url: str, user: str) -> Decimal:
     status = httpx.get(f"{gateway_url}/v1/gateway/budgets/user/{user}", timeout=10, headers=AUTH).json()["budgets"][0]
-    return Decimal(status["spent_usd"]) * 1_000_000
+    return Decimal(status["spent_usd"]) * 10**12
 
 
 def test_the_ledger_dies_under_load_and_no_settled_spend_is_lost(gateway_url):
@@ -77,11 +77,11 @@ def test_the_ledger_dies_under_load_and_no_settled_spend_is_lost(gateway_url):
         answers.append(httpx.post(f"{gateway_url}/v1/chat/completions", json=body,
                                   headers={**AUTH, "x-gateway-user": user}, timeout=30))  # fmt: skip
     assert all(a.status_code == 200 for a in answers)  # serving continued on the replicas' leases
-    booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 1_000_000) for a in answers)
+    booked = sum(math.ceil(Decimal(a.headers["x-gateway-cost-usd"]) * 10**12) for a in answers)
     stop = time.monotonic() + 15
-    while _spent_micros(gateway_url, user) != booked and time.monotonic() < stop:
+    while _spent_picos(gateway_url, user) != booked and time.monotonic() < stop:
         time.sleep(0.2)  # charges queued while the ledger was down are re-sent until acknowledged
-    assert _spent_micros(gateway_url, user) == booked
+    assert _spent_picos(gateway_url, user) == booked
 
 
 # --- accounting across the ways a call ends: what the ledger holds equals what the emulator billed ---------------
@@ -103,19 +103,19 @@ def _wait_billed(emulator, marker: str) -> list:
 def _priced(records, kind: str, model: str) -> int:
     pricer = Pricer()
     usages = [Usage(input_tokens=b.input_tokens, output_tokens=b.output_tokens) for b in records]
-    return sum(math.ceil(pricer.cost(kind, model, u) * 1_000_000) for u in usages)
+    return sum(math.ceil(pricer.cost(kind, model, u) * 10**12) for u in usages)
 
 
 def _status(gateway_url: str, scope: str, key: str) -> dict:
     return httpx.get(f"{gateway_url}/v1/gateway/budgets/{scope}/{key}", timeout=10, headers=AUTH).json()["budgets"][0]
 
 
-def _settles_to(gateway_url: str, scope: str, key: str, micros: int | None = None, tokens: int | None = None) -> dict:
-    """The ledger's status once it holds `micros` / `tokens` (replicas settle in batches), or the last one seen."""
+def _settles_to(gateway_url: str, scope: str, key: str, picos: int | None = None, tokens: int | None = None) -> dict:
+    """The ledger's status once it holds `picos` / `tokens` (replicas settle in batches), or the last one seen."""
     stop = time.monotonic() + 15
     while True:
         status = _status(gateway_url, scope, key)
-        ok_m = micros is None or Decimal(status["spent_usd"]) * 1_000_000 == micros
+        ok_m = picos is None or Decimal(status["spent_usd"]) * 10**12 == picos
         ok_t = tokens is None or status["spent_tokens"] == tokens
         if (ok_m and ok_t) or time.monotonic() > stop:
             return status
@@ -142,13 +142,13 @@ ACCOUNTING = {"x-gateway-user": "accounting-user"}
 
 
 def _accounting_spent(gateway_url: str) -> Decimal:
-    return Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 1_000_000
+    return Decimal(_status(gateway_url, "user", "accounting-user")["spent_usd"]) * 10**12
 
 
 def _books(gateway_url: str, expected: Decimal) -> None:
-    """The ledger comes to hold exactly `expected` micro-dollars for the accounting user."""
+    """The ledger comes to hold exactly `expected` pico-dollars for the accounting user."""
     status = _settles_to(gateway_url, "user", "accounting-user", expected)
-    assert Decimal(status["spent_usd"]) * 1_000_000 == expected
+    assert Decimal(status["spent_usd"]) * 10**12 == expected
 
 
 def test_streamed_and_non_streamed_calls_with_the_same_output_are_charged_the_same(gateway_url, emulator):
@@ -173,7 +173,7 @@ def test_a_fallback_books_only_the_answering_model(gateway_url, emulator):
     billed = _billed(emulator, "fallback accounting probe")
     assert [b.model for b in billed] == ["claude-haiku-4-5"]  # the 503s were never billed
     cost = _priced(billed, "anthropic", "claude-haiku-4-5")
-    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
+    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 10**12) == cost
     _books(gateway_url, before + cost)
 
 
@@ -245,7 +245,7 @@ def test_embeddings_are_reserved_and_booked_at_the_billed_usage(gateway_url, emu
     billed = _billed(emulator, "embedding probe one")
     assert len(billed) == 1 and billed[0].input_tokens == answer.json()["usage"]["prompt_tokens"]
     cost = _priced(billed, "openai", "text-embedding-3-small")
-    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 1_000_000) == cost
+    assert math.ceil(Decimal(answer.headers["x-gateway-cost-usd"]) * 10**12) == cost
     _books(gateway_url, before + cost)
 
 
@@ -265,6 +265,6 @@ def test_an_attempt_abandoned_for_a_slow_first_token_is_charged_its_prompt(gatew
     assert len(slow) == 1 and slow[0].output_tokens == 0 and slow[0].input_tokens > 0  # the provider billed it
     request = ChatRequest(model="impatient-slow", messages=messages, max_tokens=20)
     prompt = TokenEstimator().prompt_tokens(request, ModelEntry(provider="openai", upstream="gpt-4o-mini"), "openai")
-    abandoned = math.ceil(Pricer().cost("openai", "gpt-4o-mini", Usage(input_tokens=prompt)) * 1_000_000)
+    abandoned = math.ceil(Pricer().cost("openai", "gpt-4o-mini", Usage(input_tokens=prompt)) * 10**12)
     expected = before + _priced(answered, "openai", "gpt-4o-mini") + abandoned  # its prompt, as estimated
     _books(gateway_url, expected)

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway.budgets.gate import BudgetGate, Reservation, to_micros
+from gateway.budgets.gate import BudgetGate, Reservation, to_picos
 from gateway.budgets.ledger import Ledger
 from gateway.budgets.policy import Account, Budget, BudgetPolicy
 from gateway.budgets.shrink import MARKER, TOOL_KEEP_CHARS, shrink
@@ -112,7 +112,7 @@ class Recording(FakeProvider):
 
 def _pipeline(tmp_path, budget: Budget, script: list | None = None) -> tuple[Pipeline, Recording, BudgetGate]:
     ledger = Ledger(SqliteSpendStore(tmp_path / "a.db"))
-    gate = BudgetGate(500_000, 200_000)
+    gate = BudgetGate(5 * 10**11, 200_000)
 
     async def granter(account, want, need):
         return ledger.grant("r", account, want, need)
@@ -227,15 +227,15 @@ async def test_a_stream_past_its_reservation_extends_it_when_the_budget_has_room
 def test_the_output_a_reservation_pays_for_is_the_most_that_still_fits(tmp_path):
     spending = _pipeline(tmp_path, Budget(scope="turn", window="turn", limit_usd=Decimal(1)))[0].spending
     entry = Registry.CATALOG["small"]  # gpt-4o-mini: $0.15 in, $0.60 out per million
-    for micros, prior in ((1_000, 0), (999, 37), (7, 0), (60, 59)):
+    for picos, prior in ((10**9, 0), (999 * 10**6, 37 * 10**6), (7 * 10**6, 0), (60 * 10**6, 59 * 10**6)):
         account = Account("turn-cap", "t", "turn", 10**9, None)
-        hold = Hold(Reservation("r", (account,), micros, 0), {"small": 100}, True)
+        hold = Hold(Reservation("r", (account,), picos, 0), {"small": 100}, True)
         limit = spending.output_limit(hold, entry, 100, prior)
 
         def cost(out: int, prior: int = prior) -> int:
-            return to_micros(spending.price(entry, Usage(input_tokens=100, output_tokens=out))) + prior
+            return to_picos(spending.price(entry, Usage(input_tokens=100, output_tokens=out))) + prior
 
-        assert (limit == 0 and cost(0) > micros) or (cost(limit) <= micros < cost(limit + 1))
+        assert (limit == 0 and cost(0) > picos) or (cost(limit) <= picos < cost(limit + 1))
 
 
 async def test_with_the_ledger_unreachable_and_no_balance_the_call_is_refused_and_that_is_logged(tmp_path, caplog):

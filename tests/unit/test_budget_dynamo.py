@@ -75,7 +75,7 @@ def _expected(charges: list[Charge]) -> dict[str, tuple[int, int]]:
     for charge in charges:
         for account in set(charge.accounts):
             m, t = out.get(account, (0, 0))
-            out[account] = (m + charge.micros, t + charge.tokens)
+            out[account] = (m + charge.picos, t + charge.tokens)
     return out
 
 
@@ -152,22 +152,22 @@ def test_totals_survive_a_restart(dynamo_url, table):
     assert reborn.record(BATCH[:1]) == []  # the new process also knows what was booked before
 
 
-ACCOUNT = Account("turn", "t-1", "turn", limit_micros=10_000, limit_tokens=None)
+ACCOUNT = Account("turn", "t-1", "turn", limit_picos=10_000, limit_tokens=None)
 
 
 def test_a_ledger_over_dynamodb_settles_and_a_new_ledger_reads_the_spend_back(dynamo_url, table):
     ledger = Ledger(_store(dynamo_url, table))
-    assert ledger.grant("a", ACCOUNT, want=(5_000, 0), need=(1_000, 0)).micros == 5_000
+    assert ledger.grant("a", ACCOUNT, want=(5_000, 0), need=(1_000, 0)).picos == 5_000
     batch = [Charge("call-1", (ACCOUNT.id, "global|*|2026-11-28"), 1_234, 56)]
     assert ledger.settle("a", batch) == 1
     assert ledger.settle("a", batch) == 0
-    assert ledger.status(ACCOUNT.id)["spent_micros"] == 1_234 and ledger.status(ACCOUNT.id)["reserved_micros"] == 3_766
+    assert ledger.status(ACCOUNT.id)["spent_picos"] == 1_234 and ledger.status(ACCOUNT.id)["reserved_picos"] == 3_766
     reborn = Ledger(_store(dynamo_url, table))
-    assert reborn.status(ACCOUNT.id)["spent_micros"] == 1_234
+    assert reborn.status(ACCOUNT.id)["spent_picos"] == 1_234
     assert reborn.status("global|*|2026-11-28")["spent_tokens"] == 56
     # the restarted ledger also knows that replica `a` still holds 3,766 of its lease
-    assert reborn.status(ACCOUNT.id)["reserved_micros"] == 3_766
-    assert reborn.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_234 - 3_766
+    assert reborn.status(ACCOUNT.id)["reserved_picos"] == 3_766
+    assert reborn.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_picos == 10_000 - 1_234 - 3_766
 
 
 def test_a_failure_other_than_a_replay_raises_and_the_charge_can_be_sent_again(dynamo_url, table):
@@ -240,3 +240,20 @@ def test_one_accounts_total_is_read_alone(dynamo_url, table):
     for account, total in expected.items():
         assert store.total(account) == total
     assert store.total("never|used|turn") == (0, 0)
+
+
+def test_items_written_in_micro_dollars_are_read_as_pico_dollars(dynamo_url, table):
+    """A table from before money was exact: totals kept `micros`, leases three-element lists of micro-dollars."""
+    store = _store(dynamo_url, table)
+    client = store._client
+    client.put_item(TableName=table, Item={"pk": {"S": "total#org|acme|2026-12"}, "micros": {"N": "368"},
+                                           "tokens": {"N": "10"}})  # fmt: skip
+    client.put_item(TableName=table, Item={"pk": {"S": "leases#org|acme|2026-12"},
+                                           "r1": {"L": [{"N": "1000"}, {"N": "0"}, {"N": "5"}]}})  # fmt: skip
+    assert store.total("org|acme|2026-12") == (368 * 10**6, 10)
+    assert store.leases("org|acme|2026-12")["r1"][:2] == (1000 * 10**6, 0)
+    store.record([Charge("c-exact", ("org|acme|2026-12",), 351_900_000, 5)])  # $0.0003519, exactly
+    assert store.total("org|acme|2026-12") == (368 * 10**6 + 351_900_000, 15)
+    assert store.totals()["org|acme|2026-12"] == (368 * 10**6 + 351_900_000, 15)
+    store.save_leases([("org|acme|2026-12", "r1", 7, 0)])
+    assert store.leases("org|acme|2026-12")["r1"][:2] == (7, 0)

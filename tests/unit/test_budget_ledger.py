@@ -55,7 +55,7 @@ def _ledger(tmp_path) -> Ledger:
     return Ledger(SqliteSpendStore(tmp_path / "spend.db"))
 
 
-ACCOUNT = Account("turn", "t-1", "turn", limit_micros=10_000, limit_tokens=None)  # $0.01: ten calls of 1,000
+ACCOUNT = Account("turn", "t-1", "turn", limit_picos=10_000, limit_tokens=None)  # $0.01: ten calls of 1,000
 
 
 def test_concurrent_replicas_never_lease_more_than_the_limit_and_leases_shrink_to_one_request(tmp_path):
@@ -68,16 +68,16 @@ def test_concurrent_replicas_never_lease_more_than_the_limit_and_leases_shrink_t
         replica = rng.choice(list(local))
         if local[replica] < 1_000:
             lease = ledger.grant(replica, ACCOUNT, want=(5_000, 0), need=(1_000, 0))
-            local[replica] += lease.micros
+            local[replica] += lease.picos
         if local[replica] >= 1_000:
             local[replica] -= 1_000
             admitted += 1
             charges += 1
             spent += ledger.settle(replica, [Charge(f"c{charges}", (ACCOUNT.id,), 1_000, 30)]) * 1_000
-    assert admitted <= 10 and spent <= ACCOUNT.limit_micros
+    assert admitted <= 10 and spent <= ACCOUNT.limit_picos
     status = ledger.status(ACCOUNT.id)
-    assert status["spent_micros"] == spent and status["remaining_micros"] == 10_000 - spent - status["reserved_micros"]
-    assert status["remaining_micros"] < 1_000  # not even one more request fits
+    assert status["spent_picos"] == spent and status["remaining_picos"] == 10_000 - spent - status["reserved_picos"]
+    assert status["remaining_picos"] < 1_000  # not even one more request fits
 
 
 def test_settling_is_idempotent_and_survives_a_restart(tmp_path):
@@ -86,9 +86,9 @@ def test_settling_is_idempotent_and_survives_a_restart(tmp_path):
     batch = [Charge("call-1", (ACCOUNT.id, "global|*|2026-11-28"), 1_234, 56)]
     assert ledger.settle("a", batch) == 1
     assert ledger.settle("a", batch) == 0  # a replayed batch (the reply was lost) books nothing twice
-    assert ledger.status(ACCOUNT.id)["spent_micros"] == 1_234 and ledger.status(ACCOUNT.id)["reserved_micros"] == 3_766
+    assert ledger.status(ACCOUNT.id)["spent_picos"] == 1_234 and ledger.status(ACCOUNT.id)["reserved_picos"] == 3_766
     reborn = _ledger(tmp_path)  # the actor restarted: settled spend is all there, leases are not
-    assert reborn.status(ACCOUNT.id)["spent_micros"] == 1_234
+    assert reborn.status(ACCOUNT.id)["spent_picos"] == 1_234
     assert reborn.status("global|*|2026-11-28")["spent_tokens"] == 56
     mode = sqlite3.connect(tmp_path / "spend.db").execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
@@ -97,11 +97,11 @@ def test_settling_is_idempotent_and_survives_a_restart(tmp_path):
 def test_released_capacity_can_be_leased_again(tmp_path):
     ledger = _ledger(tmp_path)
     first = ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0))
-    assert first.micros == 5_000  # at most half of what is left for one holder
-    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 1_250  # 5,000 left, two holders
+    assert first.picos == 5_000  # at most half of what is left for one holder
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).picos == 1_250  # 5,000 left, two holders
     assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).refused  # 3,750 left < 4,000 needed
     ledger.release("a", ACCOUNT.id, 5_000, 0)
-    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).micros == 4_000
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(4_000, 0)).picos == 4_000
 
 
 def test_an_idle_account_is_forgotten_only_without_leases_and_its_spend_is_read_back_when_used_again(tmp_path):
@@ -113,7 +113,7 @@ def test_an_idle_account_is_forgotten_only_without_leases_and_its_spend_is_read_
     ledger.release("a", ACCOUNT.id, 4_000, 0)
     assert ledger.forget_idle(60, now=later) == 1 and not ledger.loaded(ACCOUNT.id)
     ledger.settle("b", [Charge("call-2", (ACCOUNT.id,), 500, 5)])  # booked in the store while forgotten
-    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 10_000 - 1_500
+    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_picos == 10_000 - 1_500
     assert ledger.status(ACCOUNT.id)["spent_tokens"] == 15  # each charge counted once
 
 
@@ -133,17 +133,17 @@ def test_the_shipped_budgets_load_against_the_default_catalog_and_a_bad_downgrad
 
 def test_a_restarted_ledger_knows_the_leases_replicas_still_hold_and_drops_stale_ones(tmp_path):
     ledger = _ledger(tmp_path)
-    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 5_000
-    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).micros == 1_250
+    assert ledger.grant("a", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).picos == 5_000
+    assert ledger.grant("b", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).picos == 1_250
     ledger.settle("a", [Charge("call-1", (ACCOUNT.id,), 1_000, 0)])  # saves the leases too: a 4,000, b 1,250
     reborn = _ledger(tmp_path)
-    assert reborn.status(ACCOUNT.id)["reserved_micros"] == 5_250
+    assert reborn.status(ACCOUNT.id)["reserved_picos"] == 5_250
     # what is left for anyone: 10,000 - 1,000 spent - 5,250 still held (before: 9,000, an overshoot of 5,250)
-    assert reborn.grant("c", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_micros == 3_750
+    assert reborn.grant("c", ACCOUNT, want=(10_000, 0), need=(1_000, 0)).remaining_picos == 3_750
     db = sqlite3.connect(tmp_path / "spend.db")
     db.execute("UPDATE leases SET at = at - 3600 WHERE replica = 'b'")  # b stopped saving an hour ago: gone
     db.commit()
-    assert _ledger(tmp_path).status(ACCOUNT.id)["reserved_micros"] == 4_000
+    assert _ledger(tmp_path).status(ACCOUNT.id)["reserved_picos"] == 4_000
 
 
 def test_spend_booked_in_the_first_store_layout_is_carried_over(tmp_path):
@@ -155,6 +155,40 @@ def test_spend_booked_in_the_first_store_layout_is_carried_over(tmp_path):
     old.commit()
     old.close()
     store = SqliteSpendStore(tmp_path / "spend.db")
-    assert store.totals() == {"a": (15, 3), "b": (10, 1)}
+    micro = 10**6  # that layout kept micro-dollars; the store now keeps pico-dollars
+    assert store.totals() == {"a": (15 * micro, 3), "b": (10 * micro, 1)}
     assert store.record([Charge("c1", ("a", "b"), 10, 1), Charge("c3", ("b",), 1, 1)]) == [Charge("c3", ("b",), 1, 1)]
-    assert SqliteSpendStore(tmp_path / "spend.db").total("b") == (11, 2)  # and it migrates only once
+    assert SqliteSpendStore(tmp_path / "spend.db").total("b") == (10 * micro + 1, 2)  # and it migrates only once
+
+
+def test_a_store_that_kept_micro_dollars_is_converted_to_pico_dollars_once(tmp_path):
+    old = sqlite3.connect(tmp_path / "spend.db")
+    old.execute("CREATE TABLE spend_charges (id TEXT PRIMARY KEY, accounts TEXT NOT NULL, micros INTEGER NOT NULL,"
+                " tokens INTEGER NOT NULL, at REAL NOT NULL)")  # fmt: skip
+    old.execute("CREATE TABLE spend_totals (account TEXT PRIMARY KEY, micros INTEGER NOT NULL, tokens INTEGER NOT NULL)")
+    old.execute("CREATE TABLE leases (account TEXT NOT NULL, replica TEXT NOT NULL, micros INTEGER NOT NULL,"
+                " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (account, replica))")  # fmt: skip
+    old.execute("INSERT INTO spend_charges VALUES ('c1', '[\"a\"]', 368, 10, 0)")
+    old.execute("INSERT INTO spend_totals VALUES ('a', 368, 10)")
+    old.execute("INSERT INTO leases VALUES ('a', 'r1', 1000, 0, 0)")
+    old.commit()
+    old.close()
+    store = SqliteSpendStore(tmp_path / "spend.db")
+    assert store.total("a") == (368 * 10**6, 10) and store.leases("a")["r1"][:2] == (1000 * 10**6, 0)
+    store.record([Charge("c2", ("a",), 351_900_000, 5)])  # $0.0003519, exactly
+    assert SqliteSpendStore(tmp_path / "spend.db").total("a") == (368 * 10**6 + 351_900_000, 15)  # converted once
+
+
+def test_money_is_booked_exactly_as_billed_and_shown_without_rounding(tmp_path):
+    """23 gpt-4o-mini calls billed $0.0003519 in all are booked as $0.0003519 (rounding each charge up to the
+    micro-dollar booked $0.000368); a 10-token embedding at $0.02/M is $0.0000002, not $0.000001."""
+    from gateway.budgets.gate import to_picos
+    from gateway.budgets.policy import usd_text
+
+    costs = [Decimal("0.0000153")] * 23  # each call: 34 in x $0.15/M + 17 out x $0.60/M
+    assert sum(costs) == Decimal("0.0003519")
+    ledger = _ledger(tmp_path)
+    ledger.settle("a", [Charge(f"c{i}", (ACCOUNT.id,), to_picos(c), 51) for i, c in enumerate(costs)])
+    assert usd_text(ledger.status(ACCOUNT.id)["spent_picos"]) == "0.0003519"
+    assert to_picos(Decimal(10) * Decimal("0.02") / 10**6) == 200_000 and usd_text(200_000) == "0.0000002"
+    assert usd_text(0) == "0" and usd_text(10**12) == "1"

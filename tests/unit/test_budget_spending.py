@@ -32,7 +32,7 @@ def _gates(tmp_path, n: int = 2) -> tuple[Ledger, list[BudgetGate], list[int]]:
     calls: list[int] = []
     gates = []
     for i in range(n):
-        gate = BudgetGate(500_000, 200_000)
+        gate = BudgetGate(5 * 10**11, 200_000)
 
         async def granter(account, want, need, replica=f"r{i}"):
             calls.append(1)
@@ -56,7 +56,7 @@ async def test_concurrent_reservations_on_two_replicas_stop_at_the_limit_with_fe
             return False
 
     admitted = sum(await asyncio.gather(*(one(i) for i in range(30))))
-    assert 9 <= admitted <= 10  # 140 fits ten; a few micro-dollars may sit unused in a replica's lease
+    assert 9 <= admitted <= 10  # 140 fits ten; a few pico-dollars may sit unused in a replica's lease
     assert len(calls) <= 10  # one grant in flight per account per replica; a refusal is reused, not re-asked
 
 
@@ -66,12 +66,12 @@ async def test_unused_reservation_returns_to_the_local_balance(tmp_path):
     gate.settle(held, 10, 7)
     for _ in range(3):  # 70 leased - 10 spent = 60 left locally: three more of 14 without asking again
         await gate.reserve([ACCOUNT], 14, 0)
-    assert len(calls) == 1 and gate.outbox[0].micros == 10 and gate.outbox[0].tokens == 7
+    assert len(calls) == 1 and gate.outbox[0].picos == 10 and gate.outbox[0].tokens == 7
 
 
 def _pipeline(tmp_path, script) -> tuple[Pipeline, BudgetGate]:
     ledger = Ledger(SqliteSpendStore(tmp_path / "p.db"))
-    gate = BudgetGate(500_000, 200_000)
+    gate = BudgetGate(5 * 10**11, 200_000)
 
     async def granter(account, want, need):
         return ledger.grant("r", account, want, need)
@@ -89,14 +89,14 @@ START = StartEvent(id="s", provider="fake", model="m", upstream_model="gpt-4o-mi
 
 
 def _charged(gate: BudgetGate) -> tuple[int, int]:
-    return sum(c.micros for c in gate.outbox), sum(c.tokens for c in gate.outbox)
+    return sum(c.picos for c in gate.outbox), sum(c.tokens for c in gate.outbox)
 
 
 async def test_a_finished_stream_books_its_reported_usage(tmp_path):
     finish = FinishEvent(finish_reason="stop", usage=Usage(input_tokens=1000, output_tokens=1000))
     pipeline, gate = _pipeline(tmp_path, [START, TextDelta(text="hi"), finish])
     [e async for e in pipeline.stream(REQ)]
-    assert _charged(gate) == (750, 2000)  # gpt-4o-mini: 1000 x $0.15/M + 1000 x $0.60/M
+    assert _charged(gate) == (750_000_000, 2000)  # gpt-4o-mini: 1000 x $0.15/M + 1000 x $0.60/M, in pico-dollars
 
 
 async def test_a_stream_cut_midway_books_the_prompt_and_what_was_streamed(tmp_path):
@@ -104,8 +104,8 @@ async def test_a_stream_cut_midway_books_the_prompt_and_what_was_streamed(tmp_pa
     pipeline, gate = _pipeline(tmp_path, [START, TextDelta(text="a"), TextDelta(text="b"), cut])
     events = [e async for e in pipeline.stream(REQ)]
     assert events[-1].type == "error"
-    micros, tokens = _charged(gate)
-    assert micros > 0 and tokens > 2  # never $0 for billed output: the prompt estimate plus the two tokens
+    picos, tokens = _charged(gate)
+    assert picos > 0 and tokens > 2  # never $0 for billed output: the prompt estimate plus the two tokens
 
 
 async def test_a_client_that_leaves_mid_stream_is_charged_what_was_streamed(tmp_path):
@@ -115,8 +115,8 @@ async def test_a_client_that_leaves_mid_stream_is_charged_what_was_streamed(tmp_
     got = [await anext(events) for _ in range(3)]
     await events.aclose()  # the client went away
     assert [e.type for e in got] == ["start", "text_delta", "text_delta"]
-    micros, tokens = _charged(gate)
-    assert micros > 0 and tokens >= 2
+    picos, tokens = _charged(gate)
+    assert picos > 0 and tokens >= 2
 
 
 async def test_a_call_that_failed_before_billing_books_nothing_and_frees_its_reservation(tmp_path):
@@ -183,7 +183,7 @@ async def test_an_attempt_the_gateway_gave_up_on_is_charged_its_prompt_besides_t
     slow = [StartEvent(id="s", provider="fake", model="slow", upstream_model="gpt-4o"), 5.0, TextDelta(text="late")]
     registry = TwoModels({"slow": slow, "fast": [START, TextDelta(text="hi"), finish]})
     ledger = Ledger(SqliteSpendStore(tmp_path / "t.db"))
-    gate = BudgetGate(500_000, 200_000)
+    gate = BudgetGate(5 * 10**11, 200_000)
 
     async def granter(account, want, need):
         return ledger.grant("r", account, want, need)
@@ -195,8 +195,8 @@ async def test_an_attempt_the_gateway_gave_up_on_is_charged_its_prompt_besides_t
     events = [e async for e in pipeline.stream(request)]
     assert events[-1].type == "finish" and events[-1].attempts == 2
     prompt = tokens.prompt_tokens(request, registry.CATALOG["slow"], "openai")
-    abandoned = math.ceil(pricer.cost("openai", "gpt-4o", Usage(input_tokens=prompt)) * 1_000_000)
-    assert _charged(gate) == (750 + abandoned, 2000 + prompt)  # the answer, and the prompt gpt-4o was sent
+    abandoned = math.ceil(pricer.cost("openai", "gpt-4o", Usage(input_tokens=prompt)) * 10**12)
+    assert _charged(gate) == (750_000_000 + abandoned, 2000 + prompt)  # the answer, and the prompt gpt-4o was sent
 
 
 async def test_an_idle_account_goes_back_to_the_ledger_unless_a_call_still_holds_it(tmp_path):
