@@ -5,6 +5,7 @@ in the outbox until the ledger has acknowledged it (settlement is idempotent, so
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from gateway.budgets.policy import PICOS, Account, usd_text
 from gateway.budgets.store import Charge
 from gateway.schema import ErrorKind, GatewayError
 
+CONTENDED_ROUNDS, CONTENDED_S = 50, 5.0  # a call that fits keeps asking this long before a retryable 503
 REFUSAL_TTL_S = 1.0  # a refusal is reused locally this long (spend settles and windows roll meanwhile)
 IDLE_S = 120.0  # an account unused this long (a finished turn, yesterday's window) is given back to the ledger
 Granter = Callable[[Account, tuple[int, int], tuple[int, int]], Awaitable[Lease | None]]
@@ -47,6 +49,9 @@ def to_picos(usd: Decimal) -> int:
 
 
 class BudgetGate:
+    """A replica's side of the budgets: balances leased from the ledger per account, reservations held against
+    them, settled charges queued for the ledger (the outbox), idle balances given back (releases)."""
+
     def __init__(self, chunk_picos: int = 5 * 10**11, chunk_tokens: int = 200_000) -> None:
         self._chunk = (chunk_picos, chunk_tokens)
         self._balance: dict[str, list[int]] = {}
@@ -70,21 +75,28 @@ class BudgetGate:
     async def reserve(self, accounts: list[Account], picos: int, tokens: int) -> Reservation:
         """Hold `picos` / `tokens` on every account, or raise budget_exceeded naming the budget, what is left
         and the estimate. Fails closed: with the ledger unreachable, only what is already leased can be spent."""
-        for _ in range(3):  # a concurrent request may spend a balance while this one waits for a grant
+        started = time.monotonic()
+        for round_ in itertools.count():  # a concurrent request may spend a balance while this one waits for a grant
             short = [a for a in accounts if not self._covers(a, picos, tokens)]
             if not short:
-                now = time.monotonic()
-                for a in accounts:
-                    need, balance = self._need(a, picos, tokens), self._balance[a.id]
-                    balance[0] -= need[0]
-                    balance[1] -= need[1]
-                    self._used[a.id] = now
-                    held = self._held.setdefault(a.id, [0, 0, 0])
-                    held[0], held[1], held[2] = held[0] + 1, held[1] + need[0], held[2] + need[1]
-                return Reservation(uuid.uuid4().hex, tuple(accounts), picos, tokens)
+                return self._hold(accounts, picos, tokens)
+            if round_ >= CONTENDED_ROUNDS or time.monotonic() - started > CONTENDED_S:
+                raise GatewayError(ErrorKind.OVERLOADED, "budget grants are contended (the call fits, but concurrent "
+                                   "calls spent each grant first); try again", retry_after=0.1)  # fmt: skip
             for a in short:
                 await self._top_up(a, self._need(a, picos, tokens), picos, tokens)
-        raise GatewayError(ErrorKind.BUDGET_EXCEEDED, "budgets are contended; try again", retryable=False)
+        raise AssertionError("unreachable")
+
+    def _hold(self, accounts: list[Account], picos: int, tokens: int) -> Reservation:
+        now = time.monotonic()
+        for a in accounts:
+            need, balance = self._need(a, picos, tokens), self._balance[a.id]
+            balance[0] -= need[0]
+            balance[1] -= need[1]
+            self._used[a.id] = now
+            held = self._held.setdefault(a.id, [0, 0, 0])
+            held[0], held[1], held[2] = held[0] + 1, held[1] + need[0], held[2] + need[1]
+        return Reservation(uuid.uuid4().hex, tuple(accounts), picos, tokens)
 
     async def _top_up(self, account: Account, need: tuple[int, int], picos: int, tokens: int) -> None:
         """One grant in flight per account: concurrent requests wait for it instead of asking again."""

@@ -192,3 +192,22 @@ def test_money_is_booked_exactly_as_billed_and_shown_without_rounding(tmp_path):
     assert usd_text(ledger.status(ACCOUNT.id)["spent_picos"]) == "0.0003519"
     assert to_picos(Decimal(10) * Decimal("0.02") / 10**6) == 200_000 and usd_text(200_000) == "0.0000002"
     assert usd_text(0) == "0" and usd_text(10**12) == "1"
+
+
+async def test_a_call_that_fits_waits_out_partial_grants_instead_of_being_refused():
+    """Other replicas hold most of the budget and give it back bit by bit: each grant covers only part of what
+    the call misses. The call fits, so it waits for enough grants; it is not refused as over budget."""
+    from gateway.budgets.gate import BudgetGate
+    from gateway.budgets.ledger import Lease
+
+    account = Account("turn", "t-9", "turn", limit_picos=1_000_000, limit_tokens=None)
+    gate = BudgetGate(chunk_picos=1, chunk_tokens=1)
+    grants = []
+
+    async def granter(acct, want, need):
+        grants.append(need)
+        return Lease(acct.id, max(1, need[0] // 4), 0, remaining_picos=1_000_000)  # a quarter of what is missing
+
+    gate.granter = granter
+    reservation = await gate.reserve([account], 1_000, 0)
+    assert reservation.picos == 1_000 and len(grants) > 3
