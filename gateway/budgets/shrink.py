@@ -50,8 +50,10 @@ def _protected_from(messages: tuple[Message, ...]) -> int:
 
 
 def _truncate_tool_results(s: Shrunk, fits: Callable[[ChatRequest], bool]) -> bool:
+    """Tool results before the last user message keep their head; those after it (what the model is answering
+    now) are kept whole."""
     messages = list(s.request.messages)
-    for i, m in enumerate(messages):
+    for i, m in enumerate(messages[: _protected_from(s.request.messages)]):
         text = _text(m)
         if m.role != "tool" or text is None or len(text) <= TOOL_KEEP_CHARS:
             continue

@@ -55,6 +55,23 @@ def test_shrink_truncates_tool_results_first_and_keeps_the_system_prompt_and_las
     assert shrunk.request.messages[0] == request.messages[0] and shrunk.request.messages[-1] == request.messages[-1]
 
 
+def test_shrink_never_truncates_the_tool_result_the_last_user_turn_is_waiting_on():
+    """An agent loop: the last user message, then the model's tool call and its (long) result. That result is what
+    the model answers from now; shrinking drops older turns or lowers max_tokens instead."""
+    call = {"id": "c2", "name": "search", "arguments": "{}"}
+    request = ChatRequest(model="m", max_tokens=400, messages=[
+        {"role": "user", "content": "old question " + LONG[:4000]},
+        {"role": "assistant", "content": "old answer"},
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c2", "content": LONG},
+    ])  # fmt: skip
+    before = _tokens(request)
+    shrunk = shrink(request, lambda r: _tokens(r) < before - 500, 400, 64)
+    assert shrunk is not None and shrunk.truncated_tool_results == 0 and shrunk.dropped_messages == 2
+    assert shrunk.request.messages[-1].content == LONG
+
+
 def test_shrink_drops_whole_old_exchanges_so_no_tool_result_loses_its_call():
     request = _conversation()
     target = _tokens(request.model_copy(update={"messages": (request.messages[0], request.messages[-1])})) + 1
