@@ -1,16 +1,15 @@
 """A replica's link to the control plane: finds or creates the named actors and runs the background sync
 (outcome batches out, lease top-ups, snapshots in). Nothing here runs per request, except `refill` when a
-rate lease has run out."""
+rate lease has run out and `budget_grant` when a budget balance cannot cover a call."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import ray
 from ray.exceptions import RayError
 
 from actors.ledger import BudgetLedgerActor
@@ -26,80 +25,119 @@ from gateway.routing.policy import Breakers, RoutingPolicy
 
 log = logging.getLogger("gateway.control")
 CALL_TIMEOUT_S = 2.0
+SETUP_TIMEOUT_S = CALL_TIMEOUT_S * 5  # an actor's first call may wait for it to start
 ALIVE_EVERY = 10  # ticks
+ROUTER, LEDGER = "router", "budget_ledger"
+FAILURES = (RayError, TimeoutError)  # what a guarded call turns into "the actor is down, serve on"
+
+# name, constructor arguments -> a handle of that named actor (created if it does not exist); a handle's
+# `method.remote(*args)` returns an awaitable. Ray's named actors in production (`ray_actors`), fakes in tests.
+Actors = Callable[[str, tuple[Any, ...]], Any]
+ACTOR_CLASSES = {ROUTER: RouterActor, LEDGER: BudgetLedgerActor, "provider": ProviderActor}  # by name prefix
 
 
-def _named(cls, name: str, namespace: str, *args):  # type: ignore[no-untyped-def]
-    return cls.options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True).remote(*args)
+def ray_actors(namespace: str) -> Actors:
+    """The control plane's detached named actors in `namespace`, created by the first replica that asks."""
+
+    def named(name: str, args: tuple[Any, ...]) -> Any:
+        cls = ACTOR_CLASSES[name.split(":", 1)[0]]
+        return cls.options(name=name, namespace=namespace, lifetime="detached", get_if_exists=True).remote(*args)
+
+    return named
+
+
+def connect(config: GatewayConfig, policy: RoutingPolicy | None,
+            providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
+            gate: BudgetGate | None = None) -> ControlLink:  # fmt: skip
+    """A link over Ray's named actors, installed as the replica's rate-lease refiller and budget granter."""
+    link = ControlLink(config, policy, providers, control, gate, actors=ray_actors(config.control.namespace))
+    control.refiller = link.refill
+    if gate is not None:
+        gate.granter = link.budget_grant
+    return link
 
 
 class ControlLink:
+    """One per replica. Holds a handle per control-plane actor (looked up again after a failure: the actor may
+    have been re-created), the background sync task and when trouble was last logged. Every actor call goes
+    through `_ask` (raises) or `_guarded` (logs, answers (False, None)): a down actor never fails a request."""
+
     def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None,
                  providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
-                 gate: BudgetGate | None = None) -> None:  # fmt: skip
+                 gate: BudgetGate | None = None, *, actors: Actors) -> None:  # fmt: skip
         self._cfg = config.control
         self._catalog = dict(config.models)
         self._policy, self._path = policy, config.routing_policy
         self._limits = dict(providers)
         self._control = control
-        self._router: ray.actor.ActorHandle | None = None
-        self._providers: dict[str, ray.actor.ActorHandle] = {}
+        self._gate, self._budgets = gate, config.budgets
+        self._actors = actors
+        self._handles: dict[str, Any] = {}  # actor name -> handle, set up and ready for calls
         self._task: asyncio.Task[None] | None = None
         self._warned_at = 0.0
         self._ticks = 0
-        control.refiller = self.refill
-        self._gate, self._budgets = gate, config.budgets
-        self._ledger: ray.actor.ActorHandle | None = None
-        if gate is not None:
-            gate.granter = self.budget_grant
 
     # --- the actors -----------------------------------------------------------------------------------------
-    def _router_args(self) -> tuple:  # type: ignore[type-arg]
+    def _router_args(self) -> tuple[Any, ...]:
         return (self._policy, self._path, self._catalog, list(self._limits), self._cfg.namespace, self._cfg.interval_s)
 
-    async def _get_router(self) -> ray.actor.ActorHandle:
-        if self._router is None:
-            self._router = _named(RouterActor, "router", self._cfg.namespace, *self._router_args())
-            await asyncio.wait_for(self._router.adopt.remote(*self._router_args()), CALL_TIMEOUT_S * 5)
-        return self._router
+    def _provider_args(self, name: str) -> tuple[Breakers, int | None, int | None]:
+        policy = self._control.policy  # the policy in force (a reload may have changed the breakers)
+        return (policy.breakers if policy is not None else Breakers(), *self._limits[name])
 
-    async def _get_provider(self, name: str) -> ray.actor.ActorHandle:
-        if name not in self._providers:
-            policy = self._control.policy  # the policy in force (a reload may have changed the breakers)
-            breakers = policy.breakers if policy is not None else Breakers()
-            rpm, tpm = self._limits[name]
-            handle = _named(ProviderActor, f"provider:{name}", self._cfg.namespace, name, breakers, rpm, tpm)
-            await asyncio.wait_for(handle.configure.remote(breakers, rpm, tpm), CALL_TIMEOUT_S * 5)
-            self._providers[name] = handle
-        return self._providers[name]
+    async def _handle(self, actor: str) -> Any:
+        """The actor's handle; a new one is told this replica's configuration first (router, providers)."""
+        if actor in self._handles:
+            return self._handles[actor]
+        if actor == ROUTER:
+            handle = self._actors(actor, self._router_args())
+            await asyncio.wait_for(handle.adopt.remote(*self._router_args()), SETUP_TIMEOUT_S)
+        elif actor == LEDGER:
+            handle = self._actors(actor, (self._budgets,))
+        else:
+            name = actor.removeprefix("provider:")
+            settings = self._provider_args(name)
+            handle = self._actors(actor, (name, *settings))
+            await asyncio.wait_for(handle.configure.remote(*settings), SETUP_TIMEOUT_S)
+        self._handles[actor] = handle
+        return handle
 
-    def _get_ledger(self) -> ray.actor.ActorHandle:
-        if self._ledger is None:
-            self._ledger = _named(BudgetLedgerActor, "budget_ledger", self._cfg.namespace, self._budgets)
-        return self._ledger
-
-    async def budget_grant(self, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease | None:
-        """On a request's path, only when a budget balance cannot cover the call; None: the ledger is down."""
-        self._control.actor_calls["request_path"] += 1
+    async def _ask(self, actor: str, method: str, *args: Any, path: str | None = "background",
+                   wait_s: float = CALL_TIMEOUT_S) -> Any:  # fmt: skip
+        """One actor call, counted under `path` of the replica's actor calls. On a failure the handle is
+        dropped (looked up again next time, after a restart) and the failure raised."""
         try:
-            ref = self._get_ledger().grant.remote(self._control.replica_id, account, want, need)
-            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._ledger = None
-            self._trouble("a budget lease", exc)
-            return None
+            handle = await self._handle(actor)
+            if path is not None:
+                self._control.actor_calls[path] += 1
+            return await asyncio.wait_for(getattr(handle, method).remote(*args), wait_s)
+        except FAILURES:
+            self._handles.pop(actor, None)
+            raise
 
-    async def _to_ledger(self, what: str, method: str, *args: Any) -> tuple[bool, Any]:
-        """A background call to the ledger: (True, its answer), or (False, None) with the trouble logged and the
-        handle dropped (it is looked up again next time, after a restart)."""
+    async def _guarded(self, what: str, actor: str, method: str, *args: Any, **kw: Any) -> tuple[bool, Any]:
+        """`_ask` that never raises: (True, the answer), or (False, None) with the trouble logged."""
         try:
-            self._control.actor_calls["background"] += 1
-            ref = getattr(self._get_ledger(), method).remote(self._control.replica_id, *args)
-            return True, await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._ledger = None
+            return True, await self._ask(actor, method, *args, **kw)
+        except FAILURES as exc:
             self._trouble(what, exc)
             return False, None
+
+    def _trouble(self, what: str, exc: BaseException) -> None:
+        """Log at most every 10 s; the replica keeps serving on its last snapshot and local breakers."""
+        if time.monotonic() - self._warned_at > 10:
+            self._warned_at = time.monotonic()
+            log.warning("control plane: %s failed (%s); serving on the last snapshot", what, exc.__class__.__name__)
+
+    # --- budgets ---------------------------------------------------------------------------------------------
+    async def budget_grant(self, account: Account, want: tuple[int, int], need: tuple[int, int]) -> Lease | None:
+        """On a request's path, only when a budget balance cannot cover the call; None: the ledger is down."""
+        rid = self._control.replica_id
+        return (await self._guarded("a budget lease", LEDGER, "grant", rid, account, want, need,
+                                    path="request_path"))[1]  # fmt: skip
+
+    async def _to_ledger(self, what: str, method: str, *args: Any) -> tuple[bool, Any]:
+        return await self._guarded(what, LEDGER, method, self._control.replica_id, *args)
 
     async def _flush_charges(self) -> None:
         """Settled spend leaves the outbox only once the ledger has acknowledged it."""
@@ -126,23 +164,12 @@ class ControlLink:
     async def start_ledger(self) -> None:
         """At start-up, with budgets on: create (or find) the ledger now, so the first budgeted request does not
         wait for an actor to start. A failure is only logged (requests then fail closed until it is up)."""
-        if self._gate is None:
-            return
-        try:
-            await asyncio.wait_for(self._get_ledger().ready.remote(), CALL_TIMEOUT_S * 15)
-        except (RayError, TimeoutError) as exc:
-            self._ledger = None
-            self._trouble("starting the budget ledger", exc)
+        if self._gate is not None:
+            await self._guarded("starting the budget ledger", LEDGER, "ready", path=None, wait_s=CALL_TIMEOUT_S * 15)
 
     async def budget_status(self, account: str) -> dict[str, int | None]:
         await self._flush_charges()
-        return await asyncio.wait_for(self._get_ledger().status.remote(account), CALL_TIMEOUT_S)
-
-    def _trouble(self, what: str, exc: BaseException) -> None:
-        """Log at most every 10 s; the replica keeps serving on its last snapshot and local breakers."""
-        if time.monotonic() - self._warned_at > 10:
-            self._warned_at = time.monotonic()
-            log.warning("control plane: %s failed (%s); serving on the last snapshot", what, exc.__class__.__name__)
+        return await self._ask(LEDGER, "status", account, path=None)  # type: ignore[no-any-return]
 
     # --- the background sync ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -170,17 +197,9 @@ class ControlLink:
         if self._ticks % ALIVE_EVERY == 1:  # now and then an empty report says this replica is alive (probe owner)
             for name in self._limits:
                 batches.setdefault(name, [])
-
-        async def one(name: str, outcomes: list) -> None:  # type: ignore[type-arg]
-            try:
-                handle = await self._get_provider(name)
-                self._control.actor_calls["background"] += 1
-                await asyncio.wait_for(handle.report.remote(self._control.replica_id, outcomes), CALL_TIMEOUT_S)
-            except (RayError, TimeoutError) as exc:
-                self._providers.pop(name, None)
-                self._trouble(f"reporting to provider:{name}", exc)
-
-        await asyncio.gather(*(one(n, o) for n, o in batches.items() if n in self._limits))
+        rid = self._control.replica_id
+        await asyncio.gather(*(self._guarded(f"reporting to provider:{n}", f"provider:{n}", "report", rid, outcomes)
+                               for n, outcomes in batches.items() if n in self._limits))  # fmt: skip
 
     async def _top_up(self) -> None:
         for name, requests, tokens, held in self._control.low_leases():
@@ -189,29 +208,18 @@ class ControlLink:
                 self._control.install_grant(name, grant)
 
     async def _grant(self, name: str, requests: int, tokens: int, held: Held,
-                     background: bool = True) -> Grant | None:  # fmt: skip
-        try:
-            handle = await self._get_provider(name)
-            self._control.actor_calls["background"] += background
-            ref = handle.grant.remote(self._control.replica_id, requests, tokens, held)
-            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._providers.pop(name, None)
-            self._trouble(f"a lease from provider:{name}", exc)
-            return None
+                     path: str = "background") -> Grant | None:  # fmt: skip
+        rid = self._control.replica_id
+        return (await self._guarded(f"a lease from provider:{name}", f"provider:{name}", "grant",
+                                    rid, requests, tokens, held, path=path))[1]  # fmt: skip
 
     async def refill(self, name: str, requests: int, tokens: int, held: Held) -> Grant | None:
-        """On a request's path: its rate lease ran out (ReplicaControl counts these calls)."""
-        return await self._grant(name, requests, tokens, held, background=False)
+        """On a request's path: its rate lease ran out (ReplicaControl counts these calls itself)."""
+        return await self._grant(name, requests, tokens, held, path=None)
 
     async def _pull(self) -> None:
-        try:
-            router = await self._get_router()
-            self._control.actor_calls["background"] += 1
-            snap = await asyncio.wait_for(router.snapshot.remote(self._control.snapshot.version), CALL_TIMEOUT_S)
-        except (RayError, TimeoutError) as exc:
-            self._router = None
-            self._trouble("the routing snapshot", exc)
+        ok, snap = await self._guarded("the routing snapshot", ROUTER, "snapshot", self._control.snapshot.version)
+        if not ok:
             return
         if snap is None:
             self._control.install(self._control.snapshot)  # unchanged: still fresh
@@ -220,17 +228,16 @@ class ControlLink:
         self._control.install(snap)
         after = self._control.policy
         if after is not None and (before is None or before.breakers != after.breakers):
-            self._providers.clear()  # re-configure the provider actors with the reloaded breaker settings
+            for actor in [a for a in self._handles if a.startswith("provider:")]:
+                del self._handles[actor]  # re-configured at their next call with the reloaded breaker settings
 
     async def reload_policy(self) -> tuple[bool, str]:
-        router = await self._get_router()
-        result = await asyncio.wait_for(router.reload.remote(), CALL_TIMEOUT_S * 5)
+        result = await self._ask(ROUTER, "reload", path=None, wait_s=SETUP_TIMEOUT_S)
         await self._pull()
-        return result
+        return result  # type: ignore[no-any-return]
 
     async def router_status(self) -> dict[str, object]:
-        router = await self._get_router()
-        return await asyncio.wait_for(router.status.remote(), CALL_TIMEOUT_S)
+        return await self._ask(ROUTER, "status", path=None)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         if self._task is not None:

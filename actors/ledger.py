@@ -23,6 +23,7 @@ class BudgetLedgerActor:
     acknowledged)."""
 
     def __init__(self, budgets: BudgetsConfig) -> None:
+        self._where = store_of(budgets)
         self._ledger = Ledger(open_store(budgets))
         self._writing = asyncio.Lock()  # one store write at a time (a SQLite connection is not shared by threads)
         self._saving: asyncio.Task[None] | None = None
@@ -70,6 +71,30 @@ class BudgetLedgerActor:
 
     async def ready(self) -> bool:
         return True
+
+    async def adopt(self, budgets: BudgetsConfig) -> str:
+        """A deploy with another store (path, backend or table) takes effect: pending lease saves are written to
+        the old store, then spend is booked in the new one (its totals are read from it on each account's first
+        use). Returns where spend is booked now."""
+        where = store_of(budgets)
+        if where == self._where:
+            return where
+        async with self._writing:
+            await asyncio.to_thread(self._ledger.persist, self._ledger.dirty_leases())
+            old, self._ledger = self._ledger, Ledger(open_store(budgets))
+            old.close()
+        log.warning("budget ledger: the store changed from %s to %s; spend is booked there from now on",
+                    self._where, where)  # fmt: skip
+        self._where = where
+        return where
+
+
+def store_of(budgets: BudgetsConfig) -> str:
+    """Where settled spend is kept, as one comparable line (no secrets in it: paths, table names, endpoints)."""
+    if budgets.backend == "dynamodb":
+        d = budgets.dynamodb
+        return f"dynamodb:{d.table}@{d.region}{'/' + d.endpoint_url if d.endpoint_url else ''}"
+    return f"sqlite:{budgets.store}"
 
     async def status(self, account: str) -> dict[str, int | None]:
         await self._load(account)

@@ -125,6 +125,9 @@ class Ledger:
         """A save that failed: those leases are saved again next time."""
         self._dirty.update((account, replica) for account, replica, _, _ in rows)
 
+    def close(self) -> None:
+        self._store.close()
+
     def persist(self, rows: list[LeaseRow]) -> None:
         """Save lease rows (blocking I/O)."""
         if rows:

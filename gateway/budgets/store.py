@@ -50,6 +50,8 @@ class SpendStore(Protocol):
         """What each replica held of `account` when last saved: replica -> (picos, tokens, saved at, Unix s)."""
         ...
 
+    def close(self) -> None: ...
+
 
 _SCHEMA = (
     # one row per charge (its accounts as JSON, for audits), and a running total per account: a batch of N calls
