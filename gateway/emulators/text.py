@@ -27,6 +27,11 @@ def split_tokens(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
+def deltas_of(pieces: list[str], size: int = 3) -> list[list[str]]:
+    """Tokens grouped the way most real APIs stream them: several to a delta (the last one may be shorter)."""
+    return [pieces[i : i + size] for i in range(0, len(pieces), size)]
+
+
 def count_tokens(text: str | None) -> int:
     """Token count of a text: its number of whitespace-separated words."""
     return len(text.split()) if text else 0

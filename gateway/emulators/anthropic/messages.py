@@ -18,6 +18,7 @@ from gateway.emulators.anthropic.wire import (
 from gateway.emulators.call import new_id, send_json, stream_response
 from gateway.emulators.faults import ErrorKind
 from gateway.emulators.streaming import StreamPlan, run_stream
+from gateway.emulators.text import deltas_of
 
 MODELS = (
     "claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-3-5-haiku-latest", "claude-sonnet-4-5-thinking",
@@ -75,7 +76,8 @@ def _delta(block: Block, piece: str) -> dict[str, Any]:
 
 
 def stream_plan(call: AnthropicCall, out: Output, msg_id: str) -> StreamPlan:
-    """message_start, content_block_start, ping, deltas (one token each), block stops, message_delta/stop.
+    """message_start, content_block_start, ping, deltas (several tokens each, as the real API sends them), block
+    stops, message_delta/stop.
 
     Block boundaries ride with the first delta of the next block, so every content write carries tokens;
     a tool_use block's name counts one token, on its first `input_json_delta` write.
@@ -87,7 +89,9 @@ def stream_plan(call: AnthropicCall, out: Output, msg_id: str) -> StreamPlan:
     blocks = out.blocks
     plan.head = [event("content_block_start", {"index": 0, "content_block": _start_block(blocks[0])}), event("ping")]
     for i, block in enumerate(blocks):
-        writes = [[event("content_block_delta", {"index": i, "delta": _delta(block, p)}), 1] for p in block.pieces]
+        groups = deltas_of(block.pieces) if block.kind in ("text", "thinking") else [[p] for p in block.pieces]
+        writes = [[event("content_block_delta", {"index": i, "delta": _delta(block, "".join(g))}), len(g)]
+                  for g in groups]  # fmt: skip
         if block.kind == "thinking" and writes:
             sig = {"index": i, "delta": {"type": "signature_delta", "signature": block.signature}}
             writes[-1][0] += event("content_block_delta", sig)
