@@ -11,7 +11,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from actors.control_plane import ControlLink
+from actors.control_plane import ControlLink, connect
 from actors.key_link import KeyLink
 from gateway.auth.admin import KeyAdmin
 from gateway.auth.audit import Audit
@@ -72,6 +72,9 @@ class Gateway:
     ) -> None:  # fmt: skip
         _log_to_replica_file()
         self._config = config
+        self._link: ControlLink | None = None  # set before anything can fail: Serve calls __del__ after a failed init
+        self._keys: KeyLink | None = None
+        self._audit_flush: asyncio.Task[None] | None = None
         resolver = SecretResolver(config.secrets)  # credentials are read here, in the replica (never Ray arguments)
         registry = ProviderRegistry(config, resolver)
         limits = registry.limits()
@@ -89,15 +92,12 @@ class Gateway:
             spending = Spending(
                 budgets, gate, pricer, self._tokens, registry.kind, config.budgets.default_output_tokens
             )
-        self._link: ControlLink | None = None
         if config.control.enabled:
-            self._link = ControlLink(config, policy, limits, control, spending.gate if spending else None)
+            self._link = connect(config, policy, limits, control, spending.gate if spending else None)
             await self._link.sync_once()  # the first snapshot and leases before the first request
             await self._link.start_ledger()
             self._link.start()
         self._pipeline = Pipeline(registry, pricer, control=control, spending=spending, tokens=self._tokens)
-        self._keys: KeyLink | None = None
-        self._audit_flush: asyncio.Task[None] | None = None
         self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)
 
     async def _authentication(
@@ -130,7 +130,8 @@ class Gateway:
                 await link.aclose()
         if self._audit_flush is not None:
             self._audit_flush.cancel()
-        await self._pipeline.aclose()
+        if "_pipeline" in self.__dict__:  # absent when __init__ failed before it
+            await self._pipeline.aclose()
 
 
 def build_app(config: GatewayConfig) -> Application:

@@ -72,7 +72,7 @@ class ControlLink:
         self._control = control
         self._gate, self._budgets = gate, config.budgets
         self._actors = actors
-        self._handles: dict[str, Any] = {}  # actor name -> handle, set up and ready for calls
+        self._handles: dict[str, asyncio.Future[Any]] = {}  # actor name -> its handle, once set up
         self._task: asyncio.Task[None] | None = None
         self._warned_at = 0.0
         self._ticks = 0
@@ -86,9 +86,14 @@ class ControlLink:
         return (policy.breakers if policy is not None else Breakers(), *self._limits[name])
 
     async def _handle(self, actor: str) -> Any:
-        """The actor's handle; a new one is told this replica's configuration first (router, providers)."""
-        if actor in self._handles:
-            return self._handles[actor]
+        """The actor's handle, set up once however many calls want it at the same time (a failed set-up is
+        dropped with the failed call, in `_ask`)."""
+        if actor not in self._handles:
+            self._handles[actor] = asyncio.ensure_future(self._open(actor))
+        return await asyncio.shield(self._handles[actor])  # a cancelled caller does not cancel the others' set-up
+
+    async def _open(self, actor: str) -> Any:
+        """A new handle, told this replica's configuration first (router, providers)."""
         if actor == ROUTER:
             handle = self._actors(actor, self._router_args())
             await asyncio.wait_for(handle.adopt.remote(*self._router_args()), SETUP_TIMEOUT_S)
@@ -99,7 +104,6 @@ class ControlLink:
             settings = self._provider_args(name)
             handle = self._actors(actor, (name, *settings))
             await asyncio.wait_for(handle.configure.remote(*settings), SETUP_TIMEOUT_S)
-        self._handles[actor] = handle
         return handle
 
     async def _ask(self, actor: str, method: str, *args: Any, path: str | None = "background",

@@ -72,6 +72,10 @@ class BudgetLedgerActor:
     async def ready(self) -> bool:
         return True
 
+    async def status(self, account: str) -> dict[str, int | None]:
+        await self._load(account)
+        return self._ledger.status(account)
+
     async def adopt(self, budgets: BudgetsConfig) -> str:
         """A deploy with another store (path, backend or table) takes effect: pending lease saves are written to
         the old store, then spend is booked in the new one (its totals are read from it on each account's first
@@ -95,7 +99,3 @@ def store_of(budgets: BudgetsConfig) -> str:
         d = budgets.dynamodb
         return f"dynamodb:{d.table}@{d.region}{'/' + d.endpoint_url if d.endpoint_url else ''}"
     return f"sqlite:{budgets.store}"
-
-    async def status(self, account: str) -> dict[str, int | None]:
-        await self._load(account)
-        return self._ledger.status(account)

@@ -12,6 +12,9 @@ from gateway.routing.policy import Breakers
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class ProviderActor:
+    """One provider's shared health (breakers, statistics) and rate limiter; restarted empty by Ray, then
+    refilled by the replicas' reports and their `held` leases."""
+
     def __init__(self, provider: str, breakers: Breakers, rpm: int | None, tpm: int | None) -> None:
         limiter = RateLimiter(rpm, tpm) if rpm is not None or tpm is not None else None
         self._health = ProviderHealth(provider, breakers, limiter)

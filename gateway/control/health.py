@@ -68,6 +68,8 @@ class SharedBreaker:
 
 @dataclass
 class ModelStats:
+    """One model's running statistics in a provider actor: counts, EWMAs and a window of first-token times."""
+
     requests: int = 0
     failures: int = 0
     ewma_latency_ms: float | None = None

@@ -11,6 +11,8 @@ WINDOW_S = 60.0
 
 @dataclass(frozen=True, slots=True)
 class Grant:
+    """A slice of one window's limit handed to one replica, spendable until `expires_at`."""
+
     window: int  # the minute this grant belongs to (wall clock // 60)
     requests: int
     tokens: int

@@ -23,6 +23,8 @@ PANIC_INTERVAL_S = 0.25  # at most one panic-pass call per target per replica th
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
+    """A provider's configured limits (None: unlimited)."""
+
     rpm: int | None = None
     tpm: int | None = None
 

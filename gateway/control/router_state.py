@@ -15,6 +15,9 @@ log = logging.getLogger("gateway.router")
 
 
 class RouterState:
+    """The policy in force (with its version and the last reload error), the latest view of every provider and
+    the snapshot built from them; the snapshot is rebuilt, with a new version, only after something changed."""
+
     def __init__(self, policy: RoutingPolicy | None, policy_path: str | None, catalog: Mapping[str, ModelEntry],
                  version: int = 1) -> None:  # fmt: skip
         self._policy = policy

@@ -44,6 +44,8 @@ class ModelView:
 
 @dataclass(frozen=True, slots=True)
 class ErrorRecord:
+    """One recent failure a provider actor keeps (the last 50 are published in its view)."""
+
     at: float
     model: str
     kind: str

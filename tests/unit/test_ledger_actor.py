@@ -24,6 +24,7 @@ async def test_a_redeploy_with_another_store_books_spend_in_the_new_one(tmp_path
     assert SqliteSpendStore(tmp_path / "a.db").total(ACCOUNT.id) == (1_000, 1)
     assert SqliteSpendStore(tmp_path / "b.db").total(ACCOUNT.id) == (2_000, 2)
     assert await actor.adopt(second) == store_of(second)  # the same store again: nothing changes
+    assert (await actor.status(ACCOUNT.id))["spent_picos"] == 2_000  # status reads the store in force
 
 
 def test_where_spend_is_kept_names_the_backend():
