@@ -87,8 +87,12 @@ def apply_call_budget(request: ChatRequest, entries: Mapping[str, ModelEntry], p
     return request, kept, CallLimits(budget, price, prompt, header)
 
 
-def embeddings_fit(request: EmbeddingsRequest, entries: Mapping[str, ModelEntry], price: Price,
-                   input_tokens: Callable[[tuple[str, ...], ModelEntry], int]) -> list[str]:
+def embeddings_fit(
+    request: EmbeddingsRequest,
+    entries: Mapping[str, ModelEntry],
+    price: Price,
+    input_tokens: Callable[[tuple[str, ...], ModelEntry], int],
+) -> list[str]:
     """The embedding candidates (by name) whose inputs fit the call's budget; none is a 402."""
     budget = request.metadata.budget
     assert budget is not None

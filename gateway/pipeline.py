@@ -38,7 +38,7 @@ from gateway.schema import (
 )
 from gateway.spend import CallSpend
 from gateway.stream_relay import Leg, Opened, Progress, StreamRelay
-from gateway.tokens import TokenEstimator
+from gateway.tokens import TokenEstimator, estimate_text_tokens
 
 __all__ = ["Pipeline", "check_capabilities"]
 log = logging.getLogger("gateway.pipeline")
@@ -224,7 +224,7 @@ class Pipeline:
             return await provider(target.provider).embed(request, target)
 
         def tokens() -> int:
-            return sum(len(t) for t in request.texts) // 4 + len(request.texts)
+            return estimate_text_tokens(request.texts)
 
         run, attempts = await self._settled(spend, self._runner.run(plan, once, self._options(request, spend, False,
                                                                                               tokens)))  # fmt: skip

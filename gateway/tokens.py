@@ -23,6 +23,17 @@ LOW_DETAIL_TOKENS = 85
 PER_MESSAGE = 3  # OpenAI chat format: <|start|>role ... <|end|>
 REPLY_PRIMING = 3  # <|start|>assistant<|message|>
 PER_TOOL = 8
+CHARS_PER_TOKEN = 4  # the rough rule where no tokenizer or provider count is at hand
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens in `chars` characters of text by the ~4-characters-a-token rule (rounded up)."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def estimate_text_tokens(texts: Iterable[str]) -> int:
+    """Tokens of several texts by the same rule, at least one each: a call is never estimated as free."""
+    return sum(max(1, estimate_tokens(len(t))) for t in texts)
 
 
 class TokenEstimator:

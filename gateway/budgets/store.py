@@ -91,7 +91,8 @@ class SqliteSpendStore:
             return
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute(f"INSERT OR IGNORE INTO spend_charges SELECT id, json_group_array(account),"
-                         f" MAX(micros) * {_PICOS_PER_MICRO}, MAX(tokens), MAX(at) FROM charges GROUP BY id")  # fmt: skip
+                         f" MAX(micros) * {_PICOS_PER_MICRO}, MAX(tokens), MAX(at)"
+                         " FROM charges GROUP BY id")  # fmt: skip
         self._db.execute(f"INSERT INTO spend_totals (account, picos, tokens) SELECT account,"
                          f" SUM(micros) * {_PICOS_PER_MICRO}, SUM(tokens) FROM charges WHERE true GROUP BY account"
                          " ON CONFLICT (account) DO UPDATE SET picos = picos + excluded.picos,"

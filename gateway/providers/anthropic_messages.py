@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from gateway.providers.base import Target
+from gateway.providers.forced_json import DESCRIPTION, JSON_TOOL, is_answer, json_schema_of
 from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 4096
-JSON_TOOL = "json_response"  # JSON mode rides on a forced tool call: Anthropic has no response_format
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -87,10 +87,8 @@ def messages_body(request: ChatRequest, target: Target, *, stream: bool) -> dict
         {"name": t.name, "input_schema": t.parameters, **({"description": t.description} if t.description else {})}
         for t in request.tools
     ]
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        schema = fmt.json_schema if fmt.type == "json_schema" else {"type": "object"}
-        tools.append({"name": JSON_TOOL, "description": "Reply with the JSON answer.", "input_schema": schema})
+    if (schema := json_schema_of(request)) is not None:  # JSON mode: Anthropic has no response_format
+        tools.append({"name": JSON_TOOL, "description": DESCRIPTION, "input_schema": schema})
         body["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
     elif (choice := _tool_choice(request)) is not None and tools:
         body["tool_choice"] = choice
@@ -122,7 +120,7 @@ def content_of(blocks: list[dict[str, Any]], json_mode: bool) -> tuple[str | Non
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            if json_mode and block.get("name") == JSON_TOOL:
+            if is_answer(block.get("name"), json_mode):
                 return json.dumps(block.get("input") or {}), ()
             calls.append(ToolCall(id=block["id"], name=block["name"], arguments=json.dumps(block.get("input") or {})))
     return ("".join(texts) if texts else None), tuple(calls)

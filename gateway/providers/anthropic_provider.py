@@ -11,21 +11,20 @@ import anthropic
 
 from gateway.config import ProviderConfig
 from gateway.providers.anthropic_errors import map_anthropic_error, type_kind
-from gateway.providers.anthropic_messages import JSON_TOOL, STOP_REASONS, content_of, messages_body, usage_of
+from gateway.providers.anthropic_messages import STOP_REASONS, content_of, messages_body, usage_of
 from gateway.providers.base import Target, new_id, provider_error
+from gateway.providers.forced_json import ToolBlocks, finish_of
 from gateway.providers.sdk_http import SdkHttp, sdk_client
+from gateway.providers.stream_driver import Ending, drive
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
-    FinishEvent,
     GatewayError,
-    StartEvent,
     StreamEvent,
     TextDelta,
-    ToolCallDelta,
     Usage,
     UsageEvent,
 )
@@ -60,92 +59,26 @@ class AnthropicProvider:
             provider_code="refusal",
         )
 
+    def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> str:
+        """The normalized finish reason; a refusal is no answer (content_filtered, with what it billed)."""
+        finish = STOP_REASONS.get(stop_reason or "", "stop")
+        if finish == "content_filter":
+            raise self._refused(target, usage)
+        return finish_of(finish, json_mode)
+
     async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
         raw = await self._http.post_json("/v1/messages", messages_body(request, target, stream=False), target)
         usage = usage_of(raw.get("usage"))
-        finish = STOP_REASONS.get(raw.get("stop_reason") or "", "stop")
-        if finish == "content_filter":
-            raise self._refused(target, usage)
+        finish = self.finish(raw.get("stop_reason"), target, usage, request.wants_json)
         text, calls = content_of(raw.get("content") or [], request.wants_json)
-        if request.wants_json and finish == "tool_calls":
-            finish = "stop"
         return ChatResponse(
             id=raw.get("id") or new_id("msg"), text=text, tool_calls=calls, finish_reason=finish, usage=usage,
             provider=self.name, model=target.name, upstream_model=raw.get("model") or target.upstream,
             created=int(time.time()),
         )  # fmt: skip
 
-    async def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        body = messages_body(request, target, stream=True)
-        upstream = await self._http.open_stream("/v1/messages", body, target)
-        json_mode = request.wants_json
-        usage: dict[str, Any] = {}
-        stop_reason: str | None = None
-        done = False
-        tools: dict[int, int] = {}  # content block index -> tool call index
-        json_blocks: set[int] = set()
-        deltas = 0
-        try:
-            yield StartEvent(id=new_id("msg"), provider=self.name, model=target.name, upstream_model=target.upstream)
-            async for sse in self._http.events(upstream):
-                event = json.loads(sse.data)
-                kind = event.get("type") or sse.event
-                if kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    index = event.get("index", 0)
-                    if delta.get("type") == "text_delta":
-                        deltas += 1
-                        yield TextDelta(text=delta.get("text", ""))
-                    elif delta.get("type") == "input_json_delta":
-                        deltas += 1
-                        if index in json_blocks:
-                            yield TextDelta(text=delta.get("partial_json", ""))
-                        elif index in tools:
-                            yield ToolCallDelta(index=tools[index], arguments=delta.get("partial_json", ""))
-                elif kind == "content_block_start":
-                    block = event.get("content_block") or {}
-                    if block.get("type") == "tool_use":
-                        if json_mode and block.get("name") == JSON_TOOL:
-                            json_blocks.add(event.get("index", 0))
-                        else:
-                            tools[event.get("index", 0)] = len(tools)
-                            yield ToolCallDelta(index=tools[event.get("index", 0)], id=block.get("id"),
-                                                name=block.get("name"))  # fmt: skip
-                elif kind == "message_start":
-                    usage.update((event.get("message") or {}).get("usage") or {})
-                    yield UsageEvent(usage=usage_of(usage))  # the prompt's count, before any output
-                elif kind == "message_delta":
-                    usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-                    stop_reason = (event.get("delta") or {}).get("stop_reason") or stop_reason
-                elif kind == "message_stop":
-                    done = True
-                    break
-                elif kind == "error":
-                    error = event.get("error") or {}
-                    raise self._fail(type_kind(error.get("type"), str(error.get("message", ""))),
-                                     f"error inside the stream: {error.get('message')}", target,
-                                     usage_of(usage) if usage else Usage(output_tokens=deltas),
-                                     provider_code=error.get("type"))  # fmt: skip
-        except GatewayError as exc:  # an `error` event: classified by its type, truncated once content flowed
-            if deltas and exc.kind is not ErrorKind.CONTENT_FILTERED:
-                raise self._fail(ErrorKind.TRUNCATED_STREAM, f"stream broke after it started: {exc.message}", target,
-                                 exc.usage, provider_code=exc.provider_code) from None  # fmt: skip
-            raise
-        except Exception as exc:
-            partial = usage_of(usage) if usage else Usage(output_tokens=deltas)
-            raise self._http.error(exc, target, started=deltas > 0, usage=partial) from None
-        finally:
-            await upstream.aclose()
-        final = usage_of(usage) if usage else Usage(output_tokens=deltas)
-        if not done and stop_reason is None:  # message_delta's stop_reason and usage arrived: complete anyway
-            raise self._fail(ErrorKind.TRUNCATED_STREAM, f"the stream ended without message_stop after {deltas} "
-                             "deltas", target, final)  # fmt: skip
-        finish = STOP_REASONS.get(stop_reason or "", "stop")
-        if finish == "content_filter":
-            raise self._refused(target, final)
-        if json_mode and finish == "tool_calls":
-            finish = "stop"
-        yield FinishEvent(finish_reason=finish, usage=final)  # type: ignore[arg-type]
+    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
+        return drive(_MessagesStream(self, request, target), target)
 
     async def count_tokens(self, request: ChatRequest, target: Target) -> int:
         """The provider's own count of the prompt (`POST /v1/messages/count_tokens`), cache reads included."""
@@ -157,3 +90,71 @@ class AnthropicProvider:
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
         raise GatewayError(ErrorKind.BAD_REQUEST, "Anthropic offers no embeddings API", provider=self.name,
                            model=target.name, param="model")  # fmt: skip
+
+
+class _MessagesStream:
+    """One streamed Messages call: SSE events in, translated deltas and terminal facts out (see `drive`)."""
+
+    id_prefix, marker = "msg", "message_stop"
+
+    def __init__(self, adapter: AnthropicProvider, request: ChatRequest, target: Target) -> None:
+        self.name = adapter.name
+        self._adapter, self._request, self._target = adapter, request, target
+        self._http = adapter._http
+        self._upstream: Any = None
+        self._blocks = ToolBlocks(request.wants_json)
+        self._usage: dict[str, Any] = {}  # Anthropic's counters, merged as message_start and message_delta send them
+
+    async def open(self) -> None:
+        body = messages_body(self._request, self._target, stream=True)
+        self._upstream = await self._http.open_stream("/v1/messages", body, self._target)
+
+    async def events(self) -> AsyncIterator[StreamEvent | Ending]:
+        async for sse in self._http.events(self._upstream):
+            event = json.loads(sse.data)
+            kind = event.get("type") or sse.event
+            if kind == "content_block_delta":
+                if (delta := self._delta(event)) is not None:
+                    yield delta
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    start = self._blocks.start(event.get("index", 0), block.get("name"), block.get("id"))
+                    if start is not None:
+                        yield start
+            elif kind == "message_start":
+                self._usage.update((event.get("message") or {}).get("usage") or {})
+                yield UsageEvent(usage=usage_of(self._usage))  # the prompt's count, before any output
+            elif kind == "message_delta":
+                self._usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+                yield Ending(stop=(event.get("delta") or {}).get("stop_reason"), usage=usage_of(self._usage))
+            elif kind == "message_stop":
+                yield Ending(marker=True)
+                return
+            elif kind == "error":
+                raise self._error_event(event.get("error") or {})
+
+    def _delta(self, event: dict[str, Any]) -> StreamEvent | None:
+        delta = event.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            return TextDelta(text=delta.get("text", ""))
+        if delta.get("type") == "input_json_delta":
+            return self._blocks.piece(event.get("index", 0), delta.get("partial_json", ""))
+        return None
+
+    def _error_event(self, error: dict[str, Any]) -> GatewayError:
+        """An `error` event, classified by its type (the driver adds the usage so far, and makes it truncated once
+        content flowed)."""
+        message = str(error.get("message", ""))
+        return self._adapter._fail(type_kind(error.get("type"), message), f"error inside the stream: {message}",
+                                   self._target, provider_code=error.get("type"))  # fmt: skip
+
+    def finish(self, stop: Any, usage: Usage) -> str:
+        return self._adapter.finish(stop, self._target, usage, self._request.wants_json)
+
+    def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:
+        return self._http.error(exc, self._target, started=started, usage=usage)
+
+    async def close(self) -> None:
+        if self._upstream is not None:
+            await self._upstream.aclose()

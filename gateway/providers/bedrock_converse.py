@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 from gateway.config import Guardrail
+from gateway.providers.forced_json import DESCRIPTION, JSON_TOOL, is_answer, json_schema_of
 from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
-JSON_TOOL = "json_response"  # JSON mode rides on a forced tool call, as for Anthropic
 STOP_REASONS = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -97,11 +97,8 @@ def converse_args(
     tools = [{"toolSpec": {"name": t.name, "description": t.description or t.name,
                            "inputSchema": {"json": t.parameters}}} for t in request.tools]  # fmt: skip
     choice: dict[str, Any] | None = None
-    fmt = request.response_format
-    if fmt is not None and fmt.type != "text":
-        schema = fmt.json_schema if fmt.type == "json_schema" else {"type": "object"}
-        tools.append({"toolSpec": {"name": JSON_TOOL, "description": "Reply with the JSON answer.",
-                                   "inputSchema": {"json": schema}}})  # fmt: skip
+    if (schema := json_schema_of(request)) is not None:  # JSON mode rides on a forced tool call
+        tools.append({"toolSpec": {"name": JSON_TOOL, "description": DESCRIPTION, "inputSchema": {"json": schema}}})
         choice = {"tool": {"name": JSON_TOOL}}
     elif isinstance(request.tool_choice, NamedToolChoice):
         choice = {"tool": {"name": request.tool_choice.name}}
@@ -132,7 +129,7 @@ def content_of(blocks: list[dict[str, Any]], json_mode: bool) -> tuple[str | Non
             texts.append(block["text"])
         elif "toolUse" in block:
             use = block["toolUse"]
-            if json_mode and use.get("name") == JSON_TOOL:
+            if is_answer(use.get("name"), json_mode):
                 return json.dumps(use.get("input") or {}), ()
             calls.append(ToolCall(id=use["toolUseId"], name=use["name"], arguments=json.dumps(use.get("input") or {})))
     return ("".join(texts) if texts else None), tuple(calls)

@@ -15,6 +15,7 @@ from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeout
 
 from gateway.schema import ErrorKind, GatewayError, Usage
+from gateway.schema.errors import BROKE_MID_STREAM
 
 _CODES = {
     "throttlingexception": ErrorKind.RATE_LIMITED,
@@ -31,8 +32,6 @@ _CODES = {
     "expiredtokenexception": ErrorKind.AUTH,
     "resourcenotfoundexception": ErrorKind.NOT_FOUND,
 }
-_BROKEN_MID_STREAM = frozenset({ErrorKind.CONNECTION, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.OVERLOADED,
-                                ErrorKind.INVALID_RESPONSE, ErrorKind.RATE_LIMITED})  # fmt: skip
 
 
 def map_bedrock_error(
@@ -57,6 +56,6 @@ def map_bedrock_error(
         kind, text = ErrorKind.INVALID_RESPONSE, f"{provider} sent a malformed response: {type(exc).__name__}: {exc}"
     else:
         kind, text = ErrorKind.INVALID_RESPONSE, f"unexpected error from {provider}: {type(exc).__name__}: {exc}"
-    if started and kind in _BROKEN_MID_STREAM:
+    if started and kind in BROKE_MID_STREAM:
         kind, text = ErrorKind.TRUNCATED_STREAM, f"stream broke after it started: {text}"
     return GatewayError(kind, text, provider=provider, model=model, usage=usage, provider_code=code)

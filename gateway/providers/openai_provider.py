@@ -22,15 +22,14 @@ from gateway.providers.openai_responses import (
     usage_from_responses,
 )
 from gateway.providers.sdk_http import SdkHttp, sdk_client
+from gateway.providers.stream_driver import Ending, drive
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
-    FinishEvent,
     GatewayError,
-    StartEvent,
     StreamEvent,
     TextDelta,
     ToolCallDelta,
@@ -78,9 +77,7 @@ class OpenAIProvider:
         if not choices:
             raise self._fail(ErrorKind.INVALID_RESPONSE, "the answer has no choices", target, usage)
         choice = choices[0]
-        finish = FINISH_REASONS.get(choice.get("finish_reason") or "", "stop")
-        if finish == "content_filter":
-            raise self._content_filtered(target, usage)
+        finish = self.chat_finish(choice.get("finish_reason"), target, usage)
         message = choice.get("message") or {}
         return ChatResponse(
             id=raw.get("id") or new_id(),
@@ -119,127 +116,31 @@ class OpenAIProvider:
 
     def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
         if target.entry.api == "responses":
-            return self._stream_responses(request, target)
-        return self._stream_chat(request, target)
+            return drive(_ResponsesStream(self, request, target), target)
+        return drive(_ChatStream(self, request, target), target)
 
-    async def _stream_chat(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        upstream = await self._http.open_stream("/chat/completions", chat_params(request, target, stream=True), target)
-        finish: str | None = None
-        usage: Usage | None = None
-        done = False
-        deltas = 0
-        try:
-            yield StartEvent(
-                id=new_id("chatcmpl"), provider=self.name, model=target.name, upstream_model=target.upstream
-            )
-            async for sse in self._http.events(upstream):
-                if sse.data == "[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(sse.data)
-                if "error" in chunk and isinstance(chunk["error"], dict):
-                    error = chunk["error"]
-                    kind = body_kind(error.get("type"), error.get("code"))
-                    raise self._fail(
-                        kind if kind is not ErrorKind.SERVER else ErrorKind.TRUNCATED_STREAM,
-                        f"error inside the stream: {error.get('message')}",
-                        target,
-                        usage or Usage(output_tokens=deltas),
-                        provider_code=error.get("code"),
-                    )
-                if chunk.get("usage"):
-                    usage = usage_from_openai(chunk["usage"])
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if delta.get("content"):
-                        deltas += 1
-                        yield TextDelta(text=delta["content"])
-                    for call in delta.get("tool_calls") or ():
-                        deltas += 1
-                        fn = call.get("function") or {}
-                        yield ToolCallDelta(
-                            index=call.get("index", 0),
-                            id=call.get("id"),
-                            name=fn.get("name"),
-                            arguments=fn.get("arguments") or "",
-                        )
-                    if choice.get("finish_reason"):
-                        finish = FINISH_REASONS.get(choice["finish_reason"], "stop")
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise self._http.error(
-                exc, target, started=deltas > 0, usage=usage or Usage(output_tokens=deltas)
-            ) from None
-        finally:
-            await upstream.aclose()
-        if finish is None or (not done and usage is None):  # finish and usage arrived: complete without [DONE]
-            missing = "[DONE]" if finish is not None else "finish_reason"
-            raise self._fail(
-                ErrorKind.TRUNCATED_STREAM,
-                f"the stream ended without its terminal marker ({missing} missing) after {deltas} deltas",
-                target,
-                usage or Usage(output_tokens=deltas),
-            )
-        if usage is None:  # include_usage was forced; a compatible server that ignores it still gets billed
-            usage = Usage(output_tokens=deltas)
+    def chat_finish(self, finish_reason: str | None, target: Target, usage: Usage) -> str:
+        """The normalized finish reason of a Chat Completions answer; its content filter is no answer."""
+        finish = FINISH_REASONS.get(finish_reason or "", "stop")
         if finish == "content_filter":
             raise self._content_filtered(target, usage)
-        yield FinishEvent(finish_reason=finish, usage=usage)  # type: ignore[arg-type]
+        return finish
 
-    async def _stream_responses(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        upstream = await self._http.open_stream("/responses", responses_params(request, target, stream=True), target)
-        tool_index: dict[int, int] = {}
-        terminal: dict[str, Any] | None = None
-        deltas = 0
-        try:
-            yield StartEvent(id=new_id("resp"), provider=self.name, model=target.name, upstream_model=target.upstream)
-            async for sse in self._http.events(upstream):
-                event = json.loads(sse.data)
-                kind = event.get("type")
-                if kind == "response.output_text.delta":
-                    deltas += 1
-                    yield TextDelta(text=event["delta"])
-                elif kind == "response.output_item.added" and event["item"].get("type") == "function_call":
-                    index = tool_index.setdefault(event["output_index"], len(tool_index))
-                    yield ToolCallDelta(index=index, id=event["item"]["call_id"], name=event["item"]["name"])
-                elif kind == "response.function_call_arguments.delta":
-                    deltas += 1
-                    index = tool_index.setdefault(event["output_index"], len(tool_index))
-                    yield ToolCallDelta(index=index, arguments=event["delta"])
-                elif kind == "error":
-                    error_kind = body_kind(event.get("code"), event.get("code"))
-                    raise self._fail(
-                        error_kind if error_kind is not ErrorKind.SERVER else ErrorKind.TRUNCATED_STREAM,
-                        f"error inside the stream: {event.get('message')}",
-                        target,
-                        Usage(output_tokens=deltas),
-                        provider_code=event.get("code"),
-                    )
-                elif kind in TERMINAL_EVENTS:
-                    terminal = event["response"]
-                    break
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise self._http.error(exc, target, started=deltas > 0, usage=Usage(output_tokens=deltas)) from None
-        finally:
-            await upstream.aclose()
-        if terminal is None:
-            raise self._fail(
-                ErrorKind.TRUNCATED_STREAM,
-                f"the stream ended without response.completed/incomplete/failed after {deltas} deltas",
-                target,
-                Usage(output_tokens=deltas),
-            )
-        usage = usage_from_responses(terminal.get("usage"))
+    def responses_finish(self, terminal: dict[str, Any], target: Target, usage: Usage, has_calls: bool) -> str:
+        """The normalized finish reason of a Responses answer; a failed response broke after it started."""
         if terminal.get("status") == "failed":
             message = (terminal.get("error") or {}).get("message") or "response failed"
             raise self._fail(ErrorKind.TRUNCATED_STREAM, message, target, usage)
-        finish = finish_reason_of(terminal, bool(tool_index))
+        finish = finish_reason_of(terminal, has_calls)
         if finish == "content_filter":
             raise self._content_filtered(target, usage)
-        yield FinishEvent(finish_reason=finish, usage=usage)  # type: ignore[arg-type]
+        return finish
+
+    def stream_error(self, error: dict[str, Any], type_key: str, target: Target) -> GatewayError:
+        """An error the server sent inside a stream, classified by its type (under `type_key`) and code."""
+        code = error.get("code")
+        return self._fail(body_kind(error.get(type_key), code), f"error inside the stream: {error.get('message')}",
+                          target, provider_code=code)  # fmt: skip
 
     # -- embeddings -----------------------------------------------------------------------------
 
@@ -266,3 +167,86 @@ class OpenAIProvider:
             provider=self.name,
             usage=Usage(input_tokens=prompt),
         )
+
+
+class _ChatStream:
+    """One streamed Chat Completions call: SSE chunks in, translated deltas and terminal facts out (see `drive`)."""
+
+    id_prefix, marker = "chatcmpl", "its terminal marker ([DONE], or a finish_reason and usage)"
+
+    def __init__(self, adapter: OpenAIProvider, request: ChatRequest, target: Target) -> None:
+        self.name = adapter.name
+        self._adapter, self._request, self._target = adapter, request, target
+        self._http = adapter._http
+        self._upstream: Any = None
+
+    async def open(self) -> None:
+        params = chat_params(self._request, self._target, stream=True)
+        self._upstream = await self._http.open_stream("/chat/completions", params, self._target)
+
+    async def events(self) -> AsyncIterator[StreamEvent | Ending]:
+        async for sse in self._http.events(self._upstream):
+            if sse.data == "[DONE]":
+                yield Ending(marker=True)
+                return
+            chunk = json.loads(sse.data)
+            if isinstance(error := chunk.get("error"), dict):
+                raise self._adapter.stream_error(error, "type", self._target)
+            if chunk.get("usage"):
+                yield Ending(usage=usage_from_openai(chunk["usage"]))
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    yield TextDelta(text=delta["content"])
+                for call in delta.get("tool_calls") or ():
+                    fn = call.get("function") or {}
+                    yield ToolCallDelta(index=call.get("index", 0), id=call.get("id"), name=fn.get("name"),
+                                        arguments=fn.get("arguments") or "")  # fmt: skip
+                if choice.get("finish_reason"):
+                    yield Ending(stop=choice["finish_reason"])
+
+    def finish(self, stop: Any, usage: Usage) -> str:
+        return self._adapter.chat_finish(stop, self._target, usage)
+
+    def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:
+        return self._http.error(exc, self._target, started=started, usage=usage)
+
+    async def close(self) -> None:
+        if self._upstream is not None:
+            await self._upstream.aclose()
+
+
+class _ResponsesStream(_ChatStream):
+    """One streamed Responses call: typed events in, translated deltas and the terminal response out."""
+
+    id_prefix, marker = "resp", "response.completed/incomplete/failed"
+
+    def __init__(self, adapter: OpenAIProvider, request: ChatRequest, target: Target) -> None:
+        super().__init__(adapter, request, target)
+        self._tools: dict[int, int] = {}  # output index -> tool call index
+
+    async def open(self) -> None:
+        params = responses_params(self._request, self._target, stream=True)
+        self._upstream = await self._http.open_stream("/responses", params, self._target)
+
+    async def events(self) -> AsyncIterator[StreamEvent | Ending]:
+        async for sse in self._http.events(self._upstream):
+            event = json.loads(sse.data)
+            kind = event.get("type")
+            if kind == "response.output_text.delta":
+                yield TextDelta(text=event["delta"])
+            elif kind == "response.output_item.added" and event["item"].get("type") == "function_call":
+                index = self._tools.setdefault(event["output_index"], len(self._tools))
+                yield ToolCallDelta(index=index, id=event["item"]["call_id"], name=event["item"]["name"])
+            elif kind == "response.function_call_arguments.delta":
+                index = self._tools.setdefault(event["output_index"], len(self._tools))
+                yield ToolCallDelta(index=index, arguments=event["delta"])
+            elif kind == "error":
+                raise self._adapter.stream_error(event, "code", self._target)  # the Responses error event
+            elif kind in TERMINAL_EVENTS:
+                terminal = event["response"]
+                yield Ending(stop=terminal, usage=usage_from_responses(terminal.get("usage")), marker=True)
+                return
+
+    def finish(self, stop: Any, usage: Usage) -> str:
+        return self._adapter.responses_finish(stop, self._target, usage, bool(self._tools))

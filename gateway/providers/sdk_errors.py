@@ -14,10 +14,7 @@ import httpx2
 
 from gateway.providers.headers import retry_after_seconds
 from gateway.schema import ErrorKind, GatewayError, Usage
-
-_BROKEN_MID_STREAM = frozenset(
-    {ErrorKind.CONNECTION, ErrorKind.TIMEOUT, ErrorKind.SERVER, ErrorKind.INVALID_RESPONSE, ErrorKind.OVERLOADED}
-)
+from gateway.schema.errors import BROKE_MID_STREAM
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -52,7 +49,7 @@ def map_sdk_error(
         return exc
 
     def err(kind: ErrorKind, message: str, **kw: Any) -> GatewayError:
-        if started and kind in _BROKEN_MID_STREAM:
+        if started and kind in BROKE_MID_STREAM:
             message = f"stream broke after it started ({kind.value}): {message}"
             kind = ErrorKind.TRUNCATED_STREAM
         return GatewayError(kind, message, provider=provider, model=model, usage=usage, **kw)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from gateway.config import ModelEntry
 from gateway.routing.policy import RoutingPolicy, Tier
 from gateway.schema import ChatRequest, EmbeddingsRequest, ErrorKind, GatewayError
+from gateway.tokens import estimate_tokens
 
 AUTO = "auto"  # the model name that asks the policy to choose
 
@@ -34,7 +35,7 @@ class RoutePlan:
 def estimate_prompt_tokens(request: ChatRequest) -> int:
     """A cheap upper-ish estimate (~4 characters a token, tool schemas included); exact counts come with budgets."""
     chars = sum(len(m.text()) for m in request.messages) + sum(len(str(t.parameters)) for t in request.tools)
-    return chars // 4 + 4 * len(request.messages)
+    return estimate_tokens(chars) + 4 * len(request.messages)
 
 
 def infer_task_class(request: ChatRequest, policy: RoutingPolicy) -> tuple[str, str]:

@@ -38,8 +38,8 @@ from gateway.schema.response import ChatResponse, FinishReason
 from gateway.schema.usage import Usage
 
 __all__ = [
-    "CallBudget",
     "STREAM_EVENT_ADAPTER",
+    "CallBudget",
     "ChatRequest",
     "ChatResponse",
     "ContentPart",
