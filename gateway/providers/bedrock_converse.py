@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gateway.config import Guardrail
+from gateway.providers.bedrock_families import family_of, family_problem, fold_system
 from gateway.providers.forced_json import DESCRIPTION, JSON_TOOL, is_answer, json_schema_of
 from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, Usage, validation_error
 
@@ -33,13 +34,14 @@ def image_problem(part: ContentPart) -> str | None:
     return None
 
 
-def unsupported_chat(request: ChatRequest) -> str | None:
-    """Why Converse cannot take `request` as sent: the first image it would refuse."""
+def unsupported_chat(request: ChatRequest, model_id: str) -> str | None:
+    """Why Converse cannot take `request` as sent to `model_id`: the first image it would refuse, or tools and
+    forced tool choices the model family does not take."""
     for m in request.messages:
         for part in m.content if isinstance(m.content, list) else ():
             if (problem := image_problem(part)) is not None:
                 return problem
-    return None
+    return family_problem(request, model_id)
 
 
 def _blocks(message: Message) -> list[dict[str, Any]]:
@@ -81,8 +83,11 @@ def converse_args(
         else:
             messages.append({"role": role, "content": blocks})
     args: dict[str, Any] = {"modelId": model_id, "messages": messages}
-    if system:
+    family = family_of(model_id)
+    if system and family.system:
         args["system"] = system
+    elif system:
+        fold_system(system, messages)
     inference: dict[str, Any] = {}
     if max_tokens is not None:
         inference["maxTokens"] = max_tokens
@@ -107,7 +112,8 @@ def converse_args(
     elif request.tool_choice == "auto":
         choice = {"auto": {}}
     if tools and request.tool_choice != "none":
-        args["toolConfig"] = {"tools": tools, **({"toolChoice": choice} if choice else {})}
+        keep_choice = choice is not None and family.forced_tool  # `auto` is the default where none can be sent
+        args["toolConfig"] = {"tools": tools, **({"toolChoice": choice} if keep_choice else {})}
     if guardrail is not None:
         args["guardrailConfig"] = {"guardrailIdentifier": guardrail.identifier, "guardrailVersion": guardrail.version,
                                    "trace": "enabled" if guardrail.trace else "disabled"}  # fmt: skip

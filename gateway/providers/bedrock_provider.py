@@ -24,6 +24,7 @@ from gateway.providers.bedrock_converse import (
     usage_of,
 )
 from gateway.providers.bedrock_errors import map_bedrock_error
+from gateway.providers.bedrock_families import family_of
 from gateway.providers.forced_json import ToolBlocks, finish_of
 from gateway.providers.stream_driver import Ending, drive
 from gateway.schema import (
@@ -35,6 +36,7 @@ from gateway.schema import (
     GatewayError,
     StreamEvent,
     TextDelta,
+    ToolCallDelta,
     Usage,
     validation_error,
 )
@@ -90,7 +92,7 @@ class BedrockProvider:
         """Why this adapter cannot take `request` as sent: an image by URL or of another type; dimensions the
         embedding model does not offer."""
         if isinstance(request, ChatRequest):
-            return unsupported_chat(request)
+            return unsupported_chat(request, target.upstream)
         return _dimensions_problem(request, target)
 
     def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> str:
@@ -105,14 +107,18 @@ class BedrockProvider:
         max_tokens = request.max_tokens or target.entry.max_output_tokens
         return converse_args(request, target.upstream, max_tokens, target.entry.guardrail)
 
-    async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
-        raw = await self._call(self.client.converse, target, **self.converse_args(request, target))
-        if "output" not in raw or "stopReason" not in raw:  # botocore swallows a cut or malformed body
+    async def converse(self, target: Target, args: dict[str, Any]) -> dict[str, Any]:
+        """One Converse call's answer, whole (botocore swallows a cut or malformed body: that is invalid)."""
+        raw = await self._call(self.client.converse, target, **args)
+        if "output" not in raw or "stopReason" not in raw:
             raise self._fail(ErrorKind.INVALID_RESPONSE, "the Converse answer came back incomplete", target, None)
+        return raw  # type: ignore[no-any-return]
+
+    async def complete(self, request: ChatRequest, target: Target) -> ChatResponse:
+        raw = await self.converse(target, self.converse_args(request, target))
         usage = usage_of(raw.get("usage"))
         finish = self.finish(raw.get("stopReason"), target, usage, request.wants_json)
-        blocks = ((raw.get("output") or {}).get("message") or {}).get("content") or []
-        text, calls = content_of(blocks, request.wants_json)
+        text, calls = content_of(_blocks_of(raw), request.wants_json)
         request_id = (raw.get("ResponseMetadata") or {}).get("RequestId") or new_id("bedrock")
         return ChatResponse(
             id=request_id, text=text, tool_calls=calls, finish_reason=finish, usage=usage,  # type: ignore[arg-type]
@@ -120,7 +126,11 @@ class BedrockProvider:
         )  # fmt: skip
 
     def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamEvent]:
-        return drive(_ConverseStream(self, request, target), target)
+        """ConverseStream; for a model that cannot stream tool use, one Converse call replayed as a stream."""
+        args = self.converse_args(request, target)
+        if "toolConfig" in args and not family_of(target.upstream).stream_tools:
+            return drive(_ReplayedConverse(self, request, target, args), target)
+        return drive(_ConverseStream(self, request, target, args), target)
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
         model = target.upstream
@@ -156,6 +166,10 @@ class BedrockProvider:
         return json.loads(payload), int(headers.get("x-amzn-bedrock-input-token-count") or 0)
 
 
+def _blocks_of(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    return ((raw.get("output") or {}).get("message") or {}).get("content") or []
+
+
 class _ConverseStream:
     """One ConverseStream call: boto3 reads the event stream in a worker thread of the adapter's pool and hands
     each event to the loop; they come out as translated deltas and terminal facts (see `drive`). Closing it
@@ -163,9 +177,9 @@ class _ConverseStream:
 
     id_prefix, marker = "bedrock", "messageStop and metadata"
 
-    def __init__(self, adapter: BedrockProvider, request: ChatRequest, target: Target) -> None:
+    def __init__(self, adapter: BedrockProvider, request: ChatRequest, target: Target, args: dict[str, Any]) -> None:
         self.name = adapter.name
-        self._adapter, self._request, self._target = adapter, request, target
+        self._adapter, self._request, self._target, self._args = adapter, request, target, args
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._holder: dict[str, Any] = {}  # shared with the worker: the open stream, and "closed" once we are done
@@ -193,8 +207,7 @@ class _ConverseStream:
                 s.close()
 
     async def open(self) -> None:
-        args = self._adapter.converse_args(self._request, self._target)
-        self._loop.run_in_executor(self._adapter.pool, self._pump, args)
+        self._loop.run_in_executor(self._adapter.pool, self._pump, self._args)
         kind, item = await self._queue.get()
         if kind == "error":
             raise item
@@ -238,3 +251,35 @@ class _ConverseStream:
         self._holder["closed"] = True
         if (s := self._holder.get("stream")) is not None:
             await self._loop.run_in_executor(None, s.close)  # unblocks the worker: the upstream call ends now
+
+
+class _ReplayedConverse:
+    """A model that cannot stream tool use (Llama, Mistral on Bedrock): one Converse call, its answer replayed as
+    a stream — the text, each tool call whole, then its stop reason and usage."""
+
+    id_prefix, marker = "bedrock", "a stop reason and usage"
+
+    def __init__(self, adapter: BedrockProvider, request: ChatRequest, target: Target, args: dict[str, Any]) -> None:
+        self.name = adapter.name
+        self._adapter, self._request, self._target, self._args = adapter, request, target, args
+        self._raw: dict[str, Any] = {}
+
+    async def open(self) -> None:
+        self._raw = await self._adapter.converse(self._target, self._args)
+
+    async def events(self) -> AsyncIterator[StreamEvent | Ending]:
+        text, calls = content_of(_blocks_of(self._raw), self._request.wants_json)
+        if text:
+            yield TextDelta(text=text)
+        for index, call in enumerate(calls):
+            yield ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
+        yield Ending(stop=self._raw.get("stopReason"), usage=usage_of(self._raw.get("usage")))
+
+    def finish(self, stop: Any, usage: Usage) -> str:
+        return self._adapter.finish(stop, self._target, usage, self._request.wants_json)
+
+    def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:
+        return map_bedrock_error(exc, provider=self.name, model=self._target.name, started=started, usage=usage)
+
+    async def close(self) -> None:
+        return None

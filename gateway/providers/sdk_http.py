@@ -60,19 +60,28 @@ class SdkHttp:
         self.client = client
         self.provider = provider
         self.map_error = map_error
+        self._answering = True  # the upstream answered the last call (a closed socket then is worth one resend)
 
     def error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
         return self.map_error(exc, provider=self.provider, model=target.name, **kw)
 
     async def _post(self, path: str, body: dict[str, Any], options: dict[str, Any] | None = None) -> httpx2.Response:
-        """POST through the SDK; a request that met a stale keep-alive socket (no byte of an answer came back) is
-        sent again on another before it counts as a failure."""
+        """POST through the SDK. A request that met a closed socket (no byte of an answer came back) while the
+        upstream was last seen answering is sent again once: most likely a pooled keep-alive socket it closed
+        on a restart. After a resend fails too, none is made until the upstream answers again, so an upstream
+        that resets every connection costs one extra call per outage, not one per request."""
         for resend in range(STALE_RESENDS + 1):
             try:
-                return await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})
+                response = await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})
             except Exception as exc:
-                if resend == STALE_RESENDS or not _stale_socket(exc):
+                if not _stale_socket(exc):
                     raise
+                if resend == STALE_RESENDS or not self._answering:
+                    self._answering = False
+                    raise
+                continue
+            self._answering = True
+            return response  # type: ignore[no-any-return]
         raise AssertionError("unreachable")
 
     async def post_json(self, path: str, body: dict[str, Any], target: Target) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The one stream driver: the steps every adapter's stream shares — open, the start event, counting what was
-relayed, the terminal facts and the completeness check, "broke after content → truncated_stream", closing."""
+"""The one stream driver: the steps every adapter's stream shares — open, the start event, counting deltas, the
+terminal facts and the completeness check, "broke after content → truncated_stream", closing."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from gateway.schema import (
     UsageEvent,
 )
 from gateway.schema.errors import BROKE_MID_STREAM
-from gateway.tokens import estimate_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +58,18 @@ class StreamSource(Protocol):
 class _Progress:
     """What one stream relayed so far: deltas and their characters, the stop reason, usage, the marker."""
 
-    __slots__ = ("billed", "chars", "deltas", "early", "marker", "stop")
+    __slots__ = ("billed", "deltas", "early", "marker", "stop")
 
     def __init__(self) -> None:
-        self.deltas = self.chars = 0
+        self.deltas = 0
         self.stop: Any = None
         self.billed: Usage | None = None  # the provider's usage from a terminal fact
         self.early: Usage | None = None  # a prompt count sent before the output
         self.marker = False
 
     def count(self, event: StreamEvent) -> None:
-        if isinstance(event, TextDelta):
-            self.deltas, self.chars = self.deltas + 1, self.chars + len(event.text)
-        elif isinstance(event, ToolCallDelta) and event.arguments:
-            self.deltas, self.chars = self.deltas + 1, self.chars + len(event.arguments)
+        if isinstance(event, TextDelta) or (isinstance(event, ToolCallDelta) and event.arguments):
+            self.deltas += 1
         elif isinstance(event, UsageEvent) and self.early is None:
             self.early = event.usage
 
@@ -90,11 +87,11 @@ class _Progress:
         return self.stop is not None and (self.marker or self.billed is not None)
 
     def usage(self) -> Usage:
-        """The provider's usage; without one, the prompt count it sent and the output estimated from what was
-        relayed (never less than one token a delta), so a broken call is never booked as free."""
+        """The provider's usage; without one, the prompt count it sent and at least a token a delta relayed, so a
+        broken call is never booked as free (the relay counts the relayed text with the tokenizer on top)."""
         if self.billed is not None:
             return self.billed
-        output = max(self.deltas, estimate_tokens(self.chars))
+        output = self.deltas
         if self.early is None:
             return Usage(output_tokens=output)
         return self.early.model_copy(update={"output_tokens": max(output, self.early.output_tokens)})

@@ -97,4 +97,28 @@ CASES = [
         midstream_fault="throttle-midstream",
         safety_faults=("guardrail",),
     ),
+    # Llama and Mistral through the same Converse adapter: neither streams tool use (a streamed call with tools is
+    # one Converse call replayed), Llama takes no forced tool choice (JSON mode plans around it), Mistral 7B takes
+    # no system prompt (folded into the first user turn) and no tools
+    *(
+        Case(
+            case_id,
+            "bedrock",
+            "/bedrock",
+            model,
+            caps=caps,
+            sends_retry_after=False,
+            midstream_fault="throttle-midstream",
+            safety_faults=("guardrail",),
+        )
+        for case_id, model, caps in (
+            ("bedrock-llama", "meta.llama3-1-8b-instruct-v1:0", ALL_CAPS - {"images", "embeddings", "json"}),
+            ("bedrock-mistral-large", "mistral.mistral-large-2407-v1:0", ALL_CAPS - {"images", "embeddings"}),
+            (
+                "bedrock-mistral-7b",
+                "mistral.mistral-7b-instruct-v0:2",
+                ALL_CAPS - {"images", "embeddings", "json", "tools", "parallel_tools"},
+            ),
+        )
+    ),
 ]

@@ -43,8 +43,9 @@ def _request(rng: random.Random) -> ChatRequest:
     body["temperature"] = rng.choice((None, 0.0, 2.0))
     body["top_p"] = rng.choice((None, 1.0, 0.01))
     if rng.random() < 0.3:
-        body["response_format"] = rng.choice(({"type": "json_object"},
-                                               {"type": "json_schema", "json_schema": rng.choice(ODD_SCHEMAS)}))
+        body["response_format"] = rng.choice(
+            ({"type": "json_object"}, {"type": "json_schema", "json_schema": rng.choice(ODD_SCHEMAS)})
+        )
     if rng.random() < 0.3:
         body["stop"] = [rng.choice(ODD_TEXT[1:]) or "x"]
     return ChatRequest.model_validate(body)

@@ -163,10 +163,13 @@ def test_thinking_blocks_stream_and_count(claude: anthropic.Anthropic, url: str,
     evs = events(http.post(f"{url}/v1/messages", json=body, headers=KEY).text)
     deltas = [d["delta"]["type"] for n, d in evs if n == "content_block_delta"]
     assert deltas == ["thinking_delta"] * 6 + ["signature_delta"] + ["input_json_delta"] * len(deltas[7:])
-    assert evs[-2][1]["usage"] == {  # 16 thinking tokens in six deltas; the tool's name and its JSON pieces
-        "output_tokens": 16 + 1 + len(deltas[7:]),
-        "output_tokens_details": {"thinking_tokens": 16},
-    }
+    assert (
+        evs[-2][1]["usage"]
+        == {  # 16 thinking tokens in six deltas; the tool's name and its JSON pieces
+            "output_tokens": 16 + 1 + len(deltas[7:]),
+            "output_tokens_details": {"thinking_tokens": 16},
+        }
+    )
     starts = [d["content_block"]["type"] for n, d in evs if n == "content_block_start"]
     assert starts == ["thinking", "tool_use"]
     with pytest.raises(anthropic.BadRequestError, match="budget_tokens"):

@@ -155,7 +155,7 @@ def test_a_stream_broken_midway_continues_on_a_prefill_capable_fallback(gw, emul
     [
         ("429", 1),  # Retry-After 1 s is longer than this policy waits (0.5 s): straight to the next model
         ("429-no-retry-after", 1),  # no Retry-After, but OpenAI's x-ratelimit-reset-* say 1 s: the same
-        ("reset", 2),  # connection reset before any header: retried once, then the next model
+        ("reset", 2),  # connection reset before any header: retried once, then the next model (see below)
         ("503", 1),  # overloaded with Retry-After 1 s: as for 429
     ],
 )
@@ -172,7 +172,11 @@ def test_persistent_failures_are_bounded_then_fall_back(gw, emulator, fault, ups
         extra_body={"fallbacks": ["claude-haiku-4-5"]},
     )
     assert raw.parse().model == "claude-haiku-4-5"
-    assert calls() == upstream_calls and raw.headers["x-gateway-attempts"] == str(upstream_calls + 1)
+    # a reset looks like a stale pooled socket: a replica that last saw the upstream answer resends it once
+    # (not an attempt), and none after that resend failed
+    resent = calls() - upstream_calls
+    assert resent == 0 or (fault == "reset" and resent == 1), f"{calls()} upstream calls"
+    assert raw.headers["x-gateway-attempts"] == str(upstream_calls + 1)
 
 
 def test_a_model_without_a_price_is_refused_before_any_call(gw, emulator):

@@ -165,7 +165,8 @@ def test_a_store_that_kept_micro_dollars_is_converted_to_pico_dollars_once(tmp_p
     old = sqlite3.connect(tmp_path / "spend.db")
     old.execute("CREATE TABLE spend_charges (id TEXT PRIMARY KEY, accounts TEXT NOT NULL, micros INTEGER NOT NULL,"
                 " tokens INTEGER NOT NULL, at REAL NOT NULL)")  # fmt: skip
-    old.execute("CREATE TABLE spend_totals (account TEXT PRIMARY KEY, micros INTEGER NOT NULL, tokens INTEGER NOT NULL)")
+    old.execute("CREATE TABLE spend_totals (account TEXT PRIMARY KEY, micros INTEGER NOT NULL,"
+                " tokens INTEGER NOT NULL)")  # fmt: skip
     old.execute("CREATE TABLE leases (account TEXT NOT NULL, replica TEXT NOT NULL, micros INTEGER NOT NULL,"
                 " tokens INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (account, replica))")  # fmt: skip
     old.execute("INSERT INTO spend_charges VALUES ('c1', '[\"a\"]', 368, 10, 0)")

@@ -125,7 +125,8 @@ class Cluster:
         self.asked.append(name)
         if name not in self.actors:
             if name == "router":
-                self.actors[name] = FakeRouter(self.providers(), int(self.clock.now * 1e6), *args)  # versions from its start
+                version = int(self.clock.now * 1e6)  # versions count from the router's start
+                self.actors[name] = FakeRouter(self.providers(), version, *args)
             elif name == "budget_ledger":
                 self.actors[name] = FakeLedger(*args)
             else:

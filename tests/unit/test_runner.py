@@ -16,8 +16,8 @@ from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer
 from gateway.providers.base import Target
 from gateway.routing.policy import Chain, Hedging, RoutingPolicy
-from gateway.tokens import TokenEstimator
 from gateway.schema import ChatRequest, ErrorKind, FinishEvent, GatewayError, StartEvent, TextDelta, Usage
+from gateway.tokens import TokenEstimator
 
 
 class Scripted:

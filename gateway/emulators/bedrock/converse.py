@@ -16,13 +16,14 @@ from aiohttp import web
 
 from gateway.emulators.bedrock import wire
 from gateway.emulators.bedrock.common import GUARDRAIL, MODEL_STREAM_ERROR, THROTTLE_MIDSTREAM, Call, send_json
+from gateway.emulators.bedrock.features import check_features
 from gateway.emulators.bedrock.wire import BedrockError, validation
 from gateway.emulators.faults import Behaviour, ErrorKind
 from gateway.emulators.openai.common import Call as OpenAICall
 from gateway.emulators.openai.generate import Prompt, Request, Tool, ToolCall, generate
 from gateway.emulators.openai.wire import OpenAIError
 from gateway.emulators.streaming import StreamPlan, run_stream
-from gateway.emulators.text import IMAGE_TOKENS, count_tokens, split_tokens, truncate_at_stop
+from gateway.emulators.text import IMAGE_TOKENS, count_tokens, deltas_of, split_tokens, truncate_at_stop
 
 GUARDRAIL_MESSAGE = "Sorry, the model cannot answer this question."
 MEDIA_BLOCKS = ("image", "document", "video", "audio")
@@ -344,6 +345,7 @@ def _outcome(call: Call, ans: Answer, outcome: str) -> str:
 
 
 async def converse(call: Call) -> web.StreamResponse:
+    check_features(call.model, call.body, stream=False)
     ans = answer(call, conversation(call.body))
     delay = max(call.timing.latency_s, call.timing.slow_s if call.behaviour is Behaviour.SLOW else 0.0)
     if ans.tool_calls:
@@ -387,10 +389,9 @@ def stream_plan(call: Call, ans: Answer) -> StreamPlan:
                 plan.content.append((stop, 0))
             last_stop = stop
     else:
-        for piece in ans.pieces:
-            plan.content.append(
-                (wire.event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": piece}}), ans.piece_tokens)
-            )
+        for group in deltas_of(ans.pieces):  # several tokens to a delta, as the real API streams them
+            delta = {"contentBlockIndex": 0, "delta": {"text": "".join(group)}}
+            plan.content.append((wire.event("contentBlockDelta", delta), ans.piece_tokens * len(group)))
         last_stop = wire.event("contentBlockStop", {"contentBlockIndex": 0})
     plan.tail.append(last_stop)
     plan.tail.append(wire.event("messageStop", {"stopReason": ans.stop_reason}))
@@ -416,6 +417,7 @@ def stream_plan(call: Call, ans: Answer) -> StreamPlan:
 
 
 async def converse_stream(call: Call) -> web.StreamResponse:
+    check_features(call.model, call.body, stream=True)
     ans = answer(call, conversation(call.body))
     resp = web.StreamResponse(status=200, headers=call.headers())
     resp.content_type = wire.EVENTSTREAM

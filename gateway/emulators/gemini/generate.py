@@ -18,7 +18,9 @@ from gateway.emulators.gemini.wire import context_length_error, invalid, sse_eve
 from gateway.emulators.openai.generate import Output, generate
 from gateway.emulators.openai.wire import OpenAIError
 from gateway.emulators.streaming import StreamPlan, run_stream
+from gateway.emulators.text import deltas_of
 
+GEMINI_CHUNK_TOKENS = 4  # text tokens to a streamed chunk (the real API sends several, often many more)
 FINISH = {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 BLOCKED_RATINGS = [
     {"category": "HARM_CATEGORY_SEXUALLY_EXPLICIT", "probability": "NEGLIGIBLE"},
@@ -155,7 +157,8 @@ class _Builder:
         return {"candidates": [self.candidate(parts, finish)], "usageMetadata": usage(self.ans, sent), **self.tail}
 
     def plan(self, frame: Callable[[list[Any]], list[bytes]]) -> StreamPlan:
-        """Content chunks (one token / one whole functionCall each), then a finish chunk with the final usage."""
+        """Content chunks (several tokens / one whole functionCall each, as the real API sends them), then a finish
+        chunk with the final usage."""
         ans = self.ans
         content: list[tuple[Any, int]] = []
         sent = 0
@@ -167,9 +170,9 @@ class _Builder:
             for i, c in enumerate(ans.out.tool_calls):
                 sent += c.tokens
                 content.append((self.chunk([self.function_part(i)], sent), c.tokens))
-            for piece in ans.out.pieces:
-                sent += 1
-                content.append((self.chunk([{"text": piece}], sent), 1))
+            for group in deltas_of(ans.out.pieces, GEMINI_CHUNK_TOKENS):
+                sent += len(group)
+                content.append((self.chunk([{"text": "".join(group)}], sent), len(group)))
             tail = [self.chunk(None if ans.out.tool_calls else [{"text": ""}], sent, True)]
         events = frame([value for value, _ in content] + tail)
         plan = StreamPlan()

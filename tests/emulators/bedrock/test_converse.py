@@ -90,7 +90,7 @@ def test_stream_reassembles_to_converse(brt: Client, billing_for: Billing) -> No
     assert s["ResponseMetadata"]["HTTPHeaders"]["content-type"] == "application/vnd.amazon.eventstream"
     events = collect(s)
     kinds = [next(iter(e)) for e in events]
-    assert kinds == ["messageStart", *["contentBlockDelta"] * 24, "contentBlockStop", "messageStop", "metadata"]
+    assert kinds == ["messageStart", *["contentBlockDelta"] * 8, "contentBlockStop", "messageStop", "metadata"]
     assert events[0]["messageStart"] == {"role": "assistant"}
     assert reassemble(events)[0] == text_of(plain)
     assert events[-2]["messageStop"] == {"stopReason": "end_turn"}
@@ -117,7 +117,7 @@ def test_stream_frames_on_the_wire(url: str, http: httpx.Client) -> None:
     buf = EventStreamBuffer()
     buf.add_data(raw)
     messages = list(buf)  # verifies every CRC
-    assert len(messages) == 28
+    assert len(messages) == 12
     first = messages[0]
     assert first.headers == {
         ":event-type": "messageStart",
@@ -127,7 +127,7 @@ def test_stream_frames_on_the_wire(url: str, http: httpx.Client) -> None:
     assert json.loads(first.payload) == {"role": "assistant"} and hlen == len(raw[12 : 12 + hlen])
     assert [m.headers[":event-type"] for m in messages[-3:]] == ["contentBlockStop", "messageStop", "metadata"]
     delta = json.loads(messages[1].payload)
-    assert delta == {"contentBlockIndex": 0, "delta": {"text": "Hello"}}
+    assert delta == {"contentBlockIndex": 0, "delta": {"text": f"Hello from {CLAUDE}."}}  # three tokens
 
 
 def test_one_frame_per_http_chunk(emulator: Emulator) -> None:
@@ -151,7 +151,7 @@ def test_one_frame_per_http_chunk(emulator: Emulator) -> None:
             break
         frames.append(rest[:size])
         rest = rest[size + 2 :]
-    assert len(frames) == 28
+    assert len(frames) == 12
     for data in frames:  # every HTTP chunk is exactly one complete event-stream message
         assert struct.unpack("!I", data[:4])[0] == len(data)
         assert struct.unpack("!I", data[-4:])[0] == zlib.crc32(data[:-4])
@@ -323,3 +323,23 @@ def test_request_validation(brt: Client, url: str, http: httpx.Client) -> None:
 
 
 # ---------------------------------------------------------------- embeddings and count-tokens
+
+
+def test_model_families_refuse_what_bedrock_refuses(brt: Client) -> None:
+    tools = {"tools": [{"toolSpec": {"name": "get_weather", "inputSchema": {"json": {"type": "object"}}}}]}
+    cases = [
+        ("mistral.mistral-7b-instruct-v0:2", {"system": [{"text": "be brief"}]}, False, "system messages"),
+        ("mistral.mistral-7b-instruct-v0:2", {"toolConfig": tools}, False, "doesn't support tool use."),
+        ("meta.llama3-1-8b-instruct-v1:0", {"toolConfig": tools}, True, "tool use in streaming mode"),
+        ("meta.llama3-1-8b-instruct-v1:0", {"toolConfig": {**tools, "toolChoice": {"any": {}}}}, False,
+         "toolConfig.toolChoice.any"),
+    ]  # fmt: skip
+    for model, extra, stream, words in cases:
+        call = brt.converse_stream if stream else brt.converse
+        with pytest.raises(ClientError) as err:
+            call(modelId=model, messages=msgs("hi"), **extra)
+        assert err.value.response["Error"]["Code"] == "ValidationException" and words in str(err.value), model
+    llama = brt.converse(modelId="meta.llama3-1-8b-instruct-v1:0", messages=msgs("hi"), toolConfig=tools)
+    assert llama["stopReason"] == "tool_use"  # Llama 3.1 takes tools when not streaming
+    claude = brt.converse_stream(modelId=CLAUDE, messages=msgs("hi"), system=[{"text": "be brief"}], toolConfig=tools)
+    assert collect(claude)[-2]["messageStop"]["stopReason"] == "tool_use"

@@ -53,12 +53,12 @@ def test_generate_text_usage_and_billing(gclient: genai.Client, billing_for: Bil
 def test_stream_reassembles_to_the_non_stream_answer(gclient: genai.Client, billing_for: Billing) -> None:
     plain = gclient.models.generate_content(model=FLASH, contents="tell me a story please")
     chunks = list(gclient.models.generate_content_stream(model=FLASH, contents="tell me a story please"))
-    assert len(chunks) == 25
+    assert len(chunks) == 7  # 24 tokens, four to a chunk, then the finish chunk
     assert "".join(c.text or "" for c in chunks) == plain.text
     finishes = [c.candidates[0].finish_reason for c in chunks]
     assert finishes[-1] == types.FinishReason.STOP and not any(finishes[:-1])
     assert chunks[-1].usage_metadata == plain.usage_metadata
-    assert [c.usage_metadata.candidates_token_count for c in chunks[:3]] == [1, 2, 3]
+    assert [c.usage_metadata.candidates_token_count for c in chunks[:3]] == [4, 8, 12]
     bill = billing_for(rid(chunks[0]))
     assert (bill.input_tokens, bill.output_tokens, bill.stream, bill.endpoint) == (
         5,
@@ -75,7 +75,7 @@ def test_stream_wire_format_auth_and_json_array(gurl: str, http: httpx.Client) -
         assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked"
         assert r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r.read().decode())
-    assert ["finishReason" in e["candidates"][0] for e in events] == [False] * 24 + [True]
+    assert ["finishReason" in e["candidates"][0] for e in events] == [False] * 6 + [True]
     assert events[-1]["usageMetadata"]["candidatesTokenCount"] == 24
     array = http.post(url, json=body, headers=KEY)  # without alt=sse: one JSON array
     assert array.headers["content-type"].startswith("application/json")
