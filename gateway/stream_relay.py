@@ -42,10 +42,16 @@ class Progress:
     """What the client has been sent of one request's stream; `text` is kept only when it could be continued."""
 
     text: list[str] | None
-    output_tokens: int = 0  # counted from the relayed text (or the provider's running count, when larger)
+    counted: int = 0  # output tokens counted from the relayed text
+    reported: int = 0  # the provider's running output count (Anthropic's message_start says 1 before any text)
     deltas: int = 0
     tools: bool = False
     broken: GatewayError | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """The larger of the two counts: a running count is not added to the text already counted."""
+        return max(self.counted, self.reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +164,7 @@ class StreamRelay:
         """A delta carries several tokens on most providers: its text is counted with the model's tokenizer."""
         text = event.text if isinstance(event, TextDelta) else (event.arguments or "") + (event.name or "")
         progress.deltas += 1
-        progress.output_tokens += max(1, self._count(text, target)) if text else 0
+        progress.counted += max(1, self._count(text, target)) if text else 0
         spend.counted(progress.output_tokens)
         if progress.text is not None:
             if isinstance(event, TextDelta):
@@ -170,7 +176,7 @@ class StreamRelay:
     def _reported(usage: Usage, progress: Progress, spend: CallSpend, budgets: _Budgets) -> None:
         """The provider's running count: the larger output count wins; the prompt count moves the meter."""
         spend.reported(usage)
-        progress.output_tokens = max(progress.output_tokens, usage.output_tokens)
+        progress.reported = max(progress.reported, usage.output_tokens)
         spend.counted(progress.output_tokens)
         if budgets.meter is not None:
             budgets.meter.reported_input(usage.input_tokens)

@@ -119,7 +119,7 @@ class GatewayError(Exception):
     client-facing error code (OpenAI style); `provider_code` is what the upstream said.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- an error record: every field after the message is keyword-only
         self,
         kind: ErrorKind | str,
         message: str,
