@@ -1,4 +1,4 @@
-"""Wire-accurate LLM provider emulators (OpenAI today; one module per provider under its own path prefix)."""
+"""Wire-accurate LLM provider emulators: OpenAI, Anthropic, Gemini and Bedrock, each under its own path prefix."""
 
 from __future__ import annotations
 

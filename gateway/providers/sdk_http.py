@@ -74,10 +74,9 @@ class SdkHttp:
             try:
                 response = await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})
             except Exception as exc:
-                if not _stale_socket(exc):
-                    raise
-                if resend == STALE_RESENDS or not self._answering:
+                if resend:  # the resend failed too (however): the upstream is not answering
                     self._answering = False
+                if not _stale_socket(exc) or resend == STALE_RESENDS or not self._answering:
                     raise
                 continue
             self._answering = True
