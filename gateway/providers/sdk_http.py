@@ -60,32 +60,33 @@ class SdkHttp:
         self.client = client
         self.provider = provider
         self.map_error = map_error
-        self._answering = True  # the upstream answered the last call (a closed socket then is worth one resend)
+        self._silent: set[str] = set()  # upstream models whose last call failed after a resend (no resend now)
 
     def error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
         return self.map_error(exc, provider=self.provider, model=target.name, **kw)
 
-    async def _post(self, path: str, body: dict[str, Any], options: dict[str, Any] | None = None) -> httpx2.Response:
+    async def _post(self, path: str, body: dict[str, Any], model: str,
+                    options: dict[str, Any] | None = None) -> httpx2.Response:  # fmt: skip
         """POST through the SDK. A request that met a closed socket (no byte of an answer came back) while the
-        upstream was last seen answering is sent again once: most likely a pooled keep-alive socket it closed
-        on a restart. After a resend fails too, none is made until the upstream answers again, so an upstream
-        that resets every connection costs one extra call per outage, not one per request."""
+        upstream model was last seen answering is sent again once: most likely a pooled keep-alive socket the
+        upstream closed on a restart. After a resend fails too, none is made for that model until it answers
+        again, so an upstream that resets every connection costs one extra call per outage, not per request."""
         for resend in range(STALE_RESENDS + 1):
             try:
                 response = await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})
             except Exception as exc:
                 if resend:  # the resend failed too (however): the upstream is not answering
-                    self._answering = False
-                if not _stale_socket(exc) or resend == STALE_RESENDS or not self._answering:
+                    self._silent.add(model)
+                if not _stale_socket(exc) or resend == STALE_RESENDS or model in self._silent:
                     raise
                 continue
-            self._answering = True
+            self._silent.discard(model)
             return response  # type: ignore[no-any-return]
         raise AssertionError("unreachable")
 
     async def post_json(self, path: str, body: dict[str, Any], target: Target) -> dict[str, Any]:
         try:
-            response = await self._post(path, body)
+            response = await self._post(path, body, target.upstream)
             data = json.loads(response.content)
         except Exception as exc:
             raise self.error(exc, target) from None
@@ -100,7 +101,7 @@ class SdkHttp:
 
     async def open_stream(self, path: str, body: dict[str, Any], target: Target) -> httpx2.Response:
         try:
-            return await self._post(path, body, {"headers": dict([RAW_STREAM_HEADER])})
+            return await self._post(path, body, target.upstream, {"headers": dict([RAW_STREAM_HEADER])})
         except Exception as exc:
             raise self.error(exc, target) from None
 
