@@ -56,7 +56,7 @@ class StreamSource(Protocol):
 
 
 class _Progress:
-    """What one stream relayed so far: deltas and their characters, the stop reason, usage, the marker."""
+    """What one stream relayed so far: its deltas, the stop reason, the provider's usage, the marker."""
 
     __slots__ = ("billed", "deltas", "early", "marker", "stop")
 
@@ -116,11 +116,11 @@ async def drive(source: StreamSource, target: Target) -> AsyncIterator[StreamEve
         await source.open()
     except Exception as exc:
         raise source.error(exc, started=False, usage=None) from None
-    progress = _Progress()
+    progress, events = _Progress(), source.events()
     try:
         yield StartEvent(id=new_id(source.id_prefix), provider=source.name, model=target.name,
                          upstream_model=target.upstream)  # fmt: skip
-        async for item in source.events():
+        async for item in events:
             if isinstance(item, Ending):
                 progress.note(item)
                 continue
@@ -131,6 +131,7 @@ async def drive(source: StreamSource, target: Target) -> AsyncIterator[StreamEve
     except Exception as exc:
         raise source.error(exc, started=progress.deltas > 0, usage=progress.usage()) from None
     finally:
+        await events.aclose()  # type: ignore[attr-defined]  # the adapter's reader ends now, not at collection
         await source.close()
     usage = progress.usage()
     if not progress.complete:
