@@ -62,7 +62,7 @@ class Pipeline:
         self._admission = Admission(spending, self._plans.servable) if spending is not None else None
         self._tokens = tokens or TokenEstimator()
         self._runner = PlanRunner(registry, self.control)
-        self._relay = StreamRelay(self.control, spending, self._cost, self._count, usage_every)
+        self._relay = StreamRelay(self.control, spending, self._cost, self._counter, usage_every)
 
     @property
     def breakers(self) -> BreakerBoard:
@@ -245,8 +245,8 @@ class Pipeline:
     def _price(self, entry: ModelEntry, usage: Usage) -> Decimal | None:
         return self._pricer.cost(self._registry.kind(entry.provider), entry.price_as or entry.upstream, usage)
 
-    def _count(self, text: str, target: Target) -> int:
-        return self._tokens.count_text(text, self._registry.kind(target.provider), target.upstream)
+    def _counter(self, target: Target) -> Callable[[str], int]:
+        return self._tokens.counter(self._registry.kind(target.provider), target.upstream)
 
     def _prompt_tokens(self, request: ChatRequest):  # type: ignore[no-untyped-def]
         def count(_: str, entry: ModelEntry) -> int:

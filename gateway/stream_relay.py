@@ -32,7 +32,7 @@ from gateway.spend import CallSpend
 log = logging.getLogger("gateway.stream")
 Opened = tuple[AsyncIterator[StreamEvent], list[StreamEvent]]
 Cost = Callable[[Target, str, Usage], "Decimal | None"]
-Count = Callable[[str, Target], int]
+Counter = Callable[[Target], Callable[[str], int]]  # a model's token counter, resolved once per leg
 # Breaks after which a stream may continue elsewhere (a refusal or a bad request would not get better).
 CONTINUABLE = BROKE_MID_STREAM | {ErrorKind.TRUNCATED_STREAM}
 
@@ -80,6 +80,12 @@ class _Budgets:
     def __init__(self, meter: StreamMeter | None, call_limit: int | None, prompt: int) -> None:
         self.meter, self.call_limit = meter, call_limit
         self.prompt = meter.input_tokens if meter is not None else prompt  # for a cut that has no count of it
+        limits = [n for n in (call_limit, meter.limit if meter is not None else None) if n is not None]
+        self.ceiling = min(limits) if limits else None  # below it no limit can be exceeded: nothing to ask
+
+    def over(self, output_tokens: int) -> bool:
+        """Past the lowest limit: only then is a limit asked (no coroutine per delta below it)."""
+        return self.ceiling is not None and output_tokens > self.ceiling
 
     async def exhausted(self, output_tokens: int) -> bool:
         if self.call_limit is not None and output_tokens > self.call_limit:
@@ -92,9 +98,9 @@ class _Budgets:
 class StreamRelay:
     """Relays opened streams for one replica (holds no per-request state: that is in Progress and CallSpend)."""
 
-    def __init__(self, control: ReplicaControl, spending: Spending | None, cost: Cost, count: Count,
+    def __init__(self, control: ReplicaControl, spending: Spending | None, cost: Cost, counter: Counter,
                  usage_every: int) -> None:  # fmt: skip
-        self._control, self._spending, self._cost, self._count = control, spending, cost, count
+        self._control, self._spending, self._cost, self._counter = control, spending, cost, counter
         self._usage_every = usage_every
 
     def _budgets(self, leg: Leg, spend: CallSpend, limits: CallLimits | None) -> _Budgets:
@@ -113,7 +119,7 @@ class StreamRelay:
         """The leg's events to the client; a break it could continue is left in `progress.broken`."""
         (events, head), target = leg.run.result, leg.run.target
         spend.on(target.entry)
-        budgets = self._budgets(leg, spend, limits)
+        budgets, count = self._budgets(leg, spend, limits), self._counter(target)
         ends = min(leg.run.t0 + leg.run.limits.total, leg.deadline)
         outcome: GatewayError | None = None
         finished = False
@@ -124,8 +130,9 @@ class StreamRelay:
                                        provider=target.provider, model=target.name,
                                        usage=spend.billed())  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
-                    self._count_delta(event, target, progress, spend)
-                    if await budgets.exhausted(progress.output_tokens):  # not relayed, but billed: counted
+                    self._count_delta(event, count, progress, spend)
+                    tokens = progress.output_tokens
+                    if budgets.over(tokens) and await budgets.exhausted(tokens):  # not relayed, but billed: counted
                         yield self._cut(leg, spend, budgets)
                         finished = True
                         break
@@ -159,12 +166,13 @@ class StreamRelay:
             latency = (time.perf_counter() - run.t0) * 1000 if finished else None  # a client that left says nothing
             self._control.record(target.provider, target.name, run.started_at, outcome, latency, run.first_ms)
 
-    def _count_delta(self, event: TextDelta | ToolCallDelta, target: Target, progress: Progress,
+    @staticmethod
+    def _count_delta(event: TextDelta | ToolCallDelta, count: Callable[[str], int], progress: Progress,
                      spend: CallSpend) -> None:  # fmt: skip
         """A delta carries several tokens on most providers: its text is counted with the model's tokenizer."""
         text = event.text if isinstance(event, TextDelta) else (event.arguments or "") + (event.name or "")
         progress.deltas += 1
-        progress.counted += max(1, self._count(text, target)) if text else 0
+        progress.counted += max(1, count(text)) if text else 0
         spend.counted(progress.output_tokens)
         if progress.text is not None:
             if isinstance(event, TextDelta):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 
 import bpe_openai
@@ -24,6 +24,8 @@ PER_MESSAGE = 3  # OpenAI chat format: <|start|>role ... <|end|>
 REPLY_PRIMING = 3  # <|start|>assistant<|message|>
 PER_TOOL = 8
 CHARS_PER_TOKEN = 4  # the rough rule where no tokenizer or provider count is at hand
+SHORT_TEXT = 16  # characters: a streamed delta this short is remembered with its count ...
+SHORT_TEXTS_KEPT = 8192  # ... up to this many per encoding (then new ones are counted, not kept)
 
 
 def estimate_tokens(chars: int) -> int:
@@ -43,6 +45,7 @@ class TokenEstimator:
         self._margins = {**DEFAULT_MARGINS, **(margins or {})}
         self._encodings: dict[str, bpe_openai.Encoding] = {}
         self._by_model: dict[tuple[str, str], bpe_openai.Encoding] = {}
+        self._short: dict[str, dict[str, int]] = {}  # per encoding: the counts of short texts (bounded)
 
     @staticmethod
     def encoding_name(kind: str, upstream: str) -> str:
@@ -66,6 +69,22 @@ class TokenEstimator:
 
     def count_text(self, text: str, kind: str = "openai", upstream: str = "gpt-4o") -> int:
         return len(self._encoding(kind, upstream).encode_ordinary(text)) if text else 0
+
+    def counter(self, kind: str, upstream: str) -> Callable[[str], int]:
+        """`count_text` for one model, its encoding resolved once (a stream counts every delta with it). Short
+        texts are remembered per encoding: most streamed deltas are one common token, seen again and again."""
+        encoding = self._encoding(kind, upstream)
+        encode, known = encoding.encode_ordinary, self._short.setdefault(encoding.name, {})
+
+        def count(text: str) -> int:
+            n = known.get(text)
+            if n is None:
+                n = len(encode(text))
+                if len(text) <= SHORT_TEXT and len(known) < SHORT_TEXTS_KEPT:
+                    known[text] = n
+            return n
+
+        return count
 
     def prompt_tokens(self, request: ChatRequest, entry: ModelEntry, kind: str) -> int:
         """Messages (text, tool calls, images), tool schemas and a JSON schema, in the chat format's framing;

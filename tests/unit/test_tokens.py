@@ -44,6 +44,18 @@ def test_the_encoding_follows_the_model(estimator):
     assert estimator.count_text(text, "openai", "o4-mini") == _n(text)  # unknown to the table: o200k
 
 
+def test_a_stream_counter_counts_as_count_text_for_its_model_and_remembers_no_wrong_count():
+    """The relay counts each delta with a per-model counter that remembers short texts: the same text gives the
+    same count on either encoding (a count remembered for o200k is not reused for cl100k), long texts included."""
+    estimator = TokenEstimator()
+    o200k, cl100k = estimator.counter("anthropic", "claude-haiku-4-5"), estimator.counter("openai", "gpt-4")
+    texts = ["", " the", " 東京", "😀", " hello", "Größenordnung 東京 😀 " * 20, " the", "😀", " 東京"]
+    for text in texts * 2:
+        assert o200k(text) == estimator.count_text(text) == _n(text)
+        assert cl100k(text) == estimator.count_text(text, "openai", "gpt-4")
+    assert o200k("😀😀😀") != cl100k("😀😀😀")  # the two encodings differ, and their remembered counts stay apart
+
+
 def test_other_providers_get_the_count_times_their_margin(estimator):
     request = _chat({"role": "user", "content": "How many tokens is this sentence, roughly? " * 10})
     base = estimator.prompt_tokens(request, GPT4O, "openai")
