@@ -19,10 +19,11 @@ class Final:
     cost: Decimal | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Running:
     """A stream that has not finished: the output counted so far, and the provider's running count if it sent
-    one. What it bills is the larger of the two, never less output than was relayed."""
+    one. What it bills is the larger of the two, never less output than was relayed. Updated in place by its
+    one owner, the call's CallSpend (a stream updates it at every delta)."""
 
     output_tokens: int = 0
     reported: Usage | None = None
@@ -64,18 +65,19 @@ class CallSpend:
         self.entry, self.count = entry, Running()
 
     def counted(self, output_tokens: int) -> None:
-        if isinstance(self.count, Running):
-            self.count = Running(output_tokens, self.count.reported)
+        count = self.count
+        if type(count) is Running:
+            count.output_tokens = output_tokens
 
     def reported(self, usage: Usage) -> None:
         """The provider's running count (e.g. Anthropic's prompt count at message start)."""
         if isinstance(self.count, Running):
-            self.count = Running(self.count.output_tokens, usage)
+            self.count.reported = usage
 
     def broke(self, usage: Usage | None) -> None:
         """The stream failed: what the provider reported with the failure, else what was counted."""
         if usage is not None and isinstance(self.count, Running):
-            self.count = Running(self.count.output_tokens, usage)
+            self.count.reported = usage
 
     def finished(self, usage: Usage, cost: Decimal | None) -> None:
         self.count = Final(usage, cost)

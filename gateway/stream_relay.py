@@ -130,8 +130,7 @@ class StreamRelay:
                                        provider=target.provider, model=target.name,
                                        usage=spend.billed())  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
-                    self._count_delta(event, count, progress, spend)
-                    tokens = progress.output_tokens
+                    tokens = self._count_delta(event, count, progress, spend)
                     if budgets.over(tokens) and await budgets.exhausted(tokens):  # not relayed, but billed: counted
                         yield self._cut(leg, spend, budgets)
                         finished = True
@@ -168,17 +167,21 @@ class StreamRelay:
 
     @staticmethod
     def _count_delta(event: TextDelta | ToolCallDelta, count: Callable[[str], int], progress: Progress,
-                     spend: CallSpend) -> None:  # fmt: skip
-        """A delta carries several tokens on most providers: its text is counted with the model's tokenizer."""
-        text = event.text if isinstance(event, TextDelta) else (event.arguments or "") + (event.name or "")
+                     spend: CallSpend) -> int:  # fmt: skip
+        """A delta carries several tokens on most providers: its text is counted with the model's tokenizer.
+        The stream's output tokens so far, after it."""
+        text = event.text if type(event) is TextDelta else (event.arguments or "") + (event.name or "")
         progress.deltas += 1
-        progress.counted += max(1, count(text)) if text else 0
-        spend.counted(progress.output_tokens)
+        if text:
+            progress.counted += count(text) or 1
+        tokens = progress.output_tokens
+        spend.counted(tokens)
         if progress.text is not None:
             if isinstance(event, TextDelta):
                 progress.text.append(event.text)
             else:
                 progress.tools = True
+        return tokens
 
     @staticmethod
     def _reported(usage: Usage, progress: Progress, spend: CallSpend, budgets: _Budgets) -> None:
