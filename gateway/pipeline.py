@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from decimal import Decimal
 from typing import TypeVar
 
@@ -139,8 +140,9 @@ class Pipeline:
         started = time.perf_counter()
         request, plan, spend, limits = await self._admit(request)
         try:
-            async for event in self._legs(request, plan, spend, limits, started):
-                yield event
+            async with aclosing(self._legs(request, plan, spend, limits, started)) as legs:  # closed before settling
+                async for event in legs:
+                    yield event
         finally:
             spend.settle(self.spending)
 
@@ -153,11 +155,13 @@ class Pipeline:
         keep_text = resumable(plan, self._registry.catalog, policy is not None and policy.streaming.continue_on_break)
         progress = Progress([] if keep_text else None)
         leg = Leg(run, attempts, plan.header, started, options.deadline)
-        async for event in self._relay.relay(leg, progress, spend, limits):
-            yield event
-        if progress.broken is not None:
-            async for event in self._continued(request, plan, leg, progress, spend, limits):
+        async with aclosing(self._relay.relay(leg, progress, spend, limits)) as events:
+            async for event in events:
                 yield event
+        if progress.broken is not None:
+            async with aclosing(self._continued(request, plan, leg, progress, spend, limits)) as events:
+                async for event in events:
+                    yield event
 
     async def _continued(self, request: ChatRequest, plan: RoutePlan, leg: Leg, progress: Progress,
                          spend: CallSpend, limits: CallLimits | None) -> AsyncIterator[StreamEvent]:  # fmt: skip
@@ -182,8 +186,9 @@ class Pipeline:
             usage = usage + Usage(input_tokens=estimate_prompt_tokens(request))
         spend.prior = cost = self._cost(broke_on, broke_on.upstream, usage)
         cont_leg = Leg(run, leg.attempts + more, None, leg.started, leg.deadline, (usage, cost))
-        async for event in self._relay.relay(cont_leg, Progress(None), spend, limits):
-            yield event
+        async with aclosing(self._relay.relay(cont_leg, Progress(None), spend, limits)) as events:
+            async for event in events:
+                yield event
 
     def _opener(self, request: ChatRequest):  # type: ignore[no-untyped-def]
         async def open_on(target: Target, _: Limits) -> Opened:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from gateway.budgets.meter import StreamMeter
@@ -42,9 +42,11 @@ class Progress:
     """What the client has been sent of one request's stream; `text` is kept only when it could be continued."""
 
     text: list[str] | None
-    counted: int = 0  # output tokens counted from the relayed text
+    counted: int = 0  # output tokens counted from the relayed text (up to the last tally)
     reported: int = 0  # the provider's running output count (Anthropic's message_start says 1 before any text)
     deltas: int = 0
+    pending: list[str] = field(default_factory=list)  # relayed text not yet counted (counted in one go, lazily)
+    bound: int = 0  # counted + an upper bound of the pending text's tokens (its UTF-8 bytes)
     tools: bool = False
     broken: GatewayError | None = None
 
@@ -126,18 +128,19 @@ class StreamRelay:
         try:
             async for event in _chain(head, events):
                 if time.perf_counter() > ends:  # silence is bounded by the read timeout; this bounds trickling
+                    self._tally(count, progress, spend)
                     raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total time limit",
                                        provider=target.provider, model=target.name,
                                        usage=spend.billed())  # fmt: skip
                 if isinstance(event, TextDelta | ToolCallDelta):
-                    tokens = self._count_delta(event, count, progress, spend)
-                    if budgets.over(tokens) and await budgets.exhausted(tokens):  # not relayed, but billed: counted
+                    past = self._past(event, budgets, count, progress, spend)
+                    if past and await budgets.exhausted(progress.output_tokens):  # not relayed, but billed
                         yield self._cut(leg, spend, budgets)
                         finished = True
                         break
                     yield event
                     if progress.deltas % self._usage_every == 0:
-                        yield UsageEvent(usage=Usage(output_tokens=progress.output_tokens))
+                        yield UsageEvent(usage=Usage(output_tokens=self._tally(count, progress, spend)))
                 elif isinstance(event, FinishEvent):
                     finished = True
                     yield self._finish(leg, event, spend)
@@ -151,6 +154,7 @@ class StreamRelay:
                     yield event
         except GatewayError as exc:
             outcome = exc
+            self._tally(count, progress, spend)
             spend.broke(exc.usage)
             if progress.text is not None and progress.deltas and exc.kind in CONTINUABLE:
                 progress.broken = exc  # the caller may continue it elsewhere
@@ -160,27 +164,47 @@ class StreamRelay:
             log.exception("stream on %s failed", target.name)
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
         finally:
+            self._tally(count, progress, spend)  # a client that left: what was relayed is billed
             await events.aclose()  # type: ignore[attr-defined]
             run = leg.run
             latency = (time.perf_counter() - run.t0) * 1000 if finished else None  # a client that left says nothing
             self._control.record(target.provider, target.name, run.started_at, outcome, latency, run.first_ms)
 
+    def _past(self, event: TextDelta | ToolCallDelta, budgets: _Budgets, count: Callable[[str], int],
+              progress: Progress, spend: CallSpend) -> bool:  # fmt: skip
+        """Whether this delta takes the stream past the lowest limit (a limit is then asked). The text is counted
+        with the model's tokenizer (a delta carries several tokens on most providers), and only once its upper
+        bound passes that limit or a usage event is due."""
+        bound = self._take(event, progress)
+        if not budgets.over(bound):
+            return False
+        return budgets.over(self._tally(count, progress, spend))
+
     @staticmethod
-    def _count_delta(event: TextDelta | ToolCallDelta, count: Callable[[str], int], progress: Progress,
-                     spend: CallSpend) -> int:  # fmt: skip
-        """A delta carries several tokens on most providers: its text is counted with the model's tokenizer.
-        The stream's output tokens so far, after it."""
+    def _take(event: TextDelta | ToolCallDelta, progress: Progress) -> int:
+        """The delta's text, kept for a tally; an upper bound of the output tokens so far (a token is at least
+        one byte)."""
         text = event.text if type(event) is TextDelta else (event.arguments or "") + (event.name or "")
         progress.deltas += 1
         if text:
-            progress.counted += count(text) or 1
-        tokens = progress.output_tokens
-        spend.counted(tokens)
+            progress.pending.append(text)
+            progress.bound += len(text) if text.isascii() else len(text.encode())
         if progress.text is not None:
-            if isinstance(event, TextDelta):
-                progress.text.append(event.text)
+            if type(event) is TextDelta:
+                progress.text.append(text)
             else:
                 progress.tools = True
+        return max(progress.bound, progress.reported)
+
+    @staticmethod
+    def _tally(count: Callable[[str], int], progress: Progress, spend: CallSpend) -> int:
+        """Count the pending text; the stream's output tokens so far, also given to the call's spend."""
+        if progress.pending:
+            progress.counted += count("".join(progress.pending)) or 1
+            progress.pending.clear()
+            progress.bound = progress.counted
+        tokens = progress.output_tokens
+        spend.counted(tokens)
         return tokens
 
     @staticmethod

@@ -103,7 +103,7 @@ async def _events(pipeline: Pipeline) -> list:
 
 
 async def test_stream_passes_events_adds_running_usage_and_timing():
-    provider = FakeProvider([START, *[TextDelta(text="a")] * 4, FINISH])
+    provider = FakeProvider([START, *[TextDelta(text=" word")] * 4, FINISH])
     events = await _events(Pipeline(pricer=Pricer(), registry=FakeRegistry(provider), usage_every=2))
     assert [e.type for e in events] == [
         "start",
