@@ -139,33 +139,34 @@ class Pipeline:
         """
         started = time.perf_counter()
         request, plan, spend, limits = await self._admit(request)
-        try:
-            async with aclosing(self._legs(request, plan, spend, limits, started)) as legs:  # closed before settling
-                async for event in legs:
+        try:  # the relays are closed (their spend counted) before the call settles
+            leg, progress = await self._first_leg(request, plan, spend, started)
+            async with aclosing(self._relay.relay(leg, progress, spend, limits)) as events:
+                async for event in events:
                     yield event
+            if progress.broken is not None:
+                cont = await self._continued(request, plan, leg, progress, spend)
+                if isinstance(cont, ErrorEvent):
+                    yield cont
+                else:
+                    async with aclosing(self._relay.relay(cont, Progress(None), spend, limits)) as events:
+                        async for event in events:
+                            yield event
         finally:
             spend.settle(self.spending)
 
-    async def _legs(self, request: ChatRequest, plan: RoutePlan, spend: CallSpend, limits: CallLimits | None,
-                    started: float) -> AsyncIterator[StreamEvent]:  # fmt: skip
-        """The first stream, then (if it broke in a way that can be continued) its continuation."""
+    async def _first_leg(self, request: ChatRequest, plan: RoutePlan, spend: CallSpend,
+                         started: float) -> tuple[Leg, Progress]:  # fmt: skip
+        """The plan's stream opened, and what to keep of it (its text, when it could be continued)."""
         options = self._options(request, spend, True, lambda: _rate_tokens(request))
         run, attempts = await self._runner.run(plan, self._opener(request), options)
         policy = self.control.policy
         keep_text = resumable(plan, self._registry.catalog, policy is not None and policy.streaming.continue_on_break)
-        progress = Progress([] if keep_text else None)
-        leg = Leg(run, attempts, plan.header, started, options.deadline)
-        async with aclosing(self._relay.relay(leg, progress, spend, limits)) as events:
-            async for event in events:
-                yield event
-        if progress.broken is not None:
-            async with aclosing(self._continued(request, plan, leg, progress, spend, limits)) as events:
-                async for event in events:
-                    yield event
+        return Leg(run, attempts, plan.header, started, options.deadline), Progress([] if keep_text else None)
 
     async def _continued(self, request: ChatRequest, plan: RoutePlan, leg: Leg, progress: Progress,
-                         spend: CallSpend, limits: CallLimits | None) -> AsyncIterator[StreamEvent]:  # fmt: skip
-        """Continue a broken stream on a prefill-capable candidate; else end it with the break's error."""
+                         spend: CallSpend) -> Leg | ErrorEvent:  # fmt: skip
+        """A broken stream's continuation opened on a prefill-capable candidate; else the break's error event."""
         broken = progress.broken
         assert broken is not None
         broke_on = leg.run.target
@@ -177,18 +178,14 @@ class Pipeline:
             options = self._options(cont[0], spend, True, lambda: _rate_tokens(cont[0]))
             run, more = await self._runner.run(cont[1], self._opener(cont[0]), options)
         except GatewayError:
-            yield ErrorEvent(error=broken.to_info(), usage=spend.billed())
-            return
+            return ErrorEvent(error=broken.to_info(), usage=spend.billed())
         log.info("stream from %s broke after %d deltas (%s); %s continues it", broke_on.name, progress.deltas,
                  broken.kind.value, run.target.name)  # fmt: skip
         usage = spend.billed() or Usage()
         if not usage.input_tokens:
             usage = usage + Usage(input_tokens=estimate_prompt_tokens(request))
         spend.prior = cost = self._cost(broke_on, broke_on.upstream, usage)
-        cont_leg = Leg(run, leg.attempts + more, None, leg.started, leg.deadline, (usage, cost))
-        async with aclosing(self._relay.relay(cont_leg, Progress(None), spend, limits)) as events:
-            async for event in events:
-                yield event
+        return Leg(run, leg.attempts + more, None, leg.started, leg.deadline, (usage, cost))
 
     def _opener(self, request: ChatRequest):  # type: ignore[no-untyped-def]
         async def open_on(target: Target, _: Limits) -> Opened:

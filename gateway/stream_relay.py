@@ -35,6 +35,7 @@ Cost = Callable[[Target, str, Usage], "Decimal | None"]
 Counter = Callable[[Target], Callable[[str], int]]  # a model's token counter, resolved once per leg
 # Breaks after which a stream may continue elsewhere (a refusal or a bad request would not get better).
 CONTINUABLE = BROKE_MID_STREAM | {ErrorKind.TRUNCATED_STREAM}
+_NO_LIMIT = 1 << 62  # a leg without output limits: its bound never passes this
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Progress:
     reported: int = 0  # the provider's running output count (Anthropic's message_start says 1 before any text)
     deltas: int = 0
     pending: list[str] = field(default_factory=list)  # relayed text not yet counted (counted in one go, lazily)
-    bound: int = 0  # counted + an upper bound of the pending text's tokens (its UTF-8 bytes)
+    bound: int = 0  # an upper bound of the output tokens: the last tally + the pending text's UTF-8 bytes
     tools: bool = False
     broken: GatewayError | None = None
 
@@ -74,6 +75,12 @@ async def _chain(head: Iterable[StreamEvent], rest: AsyncIterator[StreamEvent]) 
         yield event
     async for event in rest:
         yield event
+
+
+def _tool_text(event: ToolCallDelta, progress: Progress) -> str:
+    """A tool call delta's text, as it is counted (a tool call also means the stream cannot be continued)."""
+    progress.tools = True
+    return (event.arguments or "") + (event.name or "")
 
 
 class _Budgets:
@@ -125,6 +132,9 @@ class StreamRelay:
         ends = min(leg.run.t0 + leg.run.limits.total, leg.deadline)
         outcome: GatewayError | None = None
         finished = False
+        ceiling = budgets.ceiling if budgets.ceiling is not None else _NO_LIMIT
+        pending, kept = progress.pending, progress.text
+        usage_every = self._usage_every
         try:
             async for event in _chain(head, events):
                 if time.perf_counter() > ends:  # silence is bounded by the read timeout; this bounds trickling
@@ -132,14 +142,25 @@ class StreamRelay:
                     raise GatewayError(ErrorKind.TRUNCATED_STREAM, "the stream exceeded its total time limit",
                                        provider=target.provider, model=target.name,
                                        usage=spend.billed())  # fmt: skip
-                if isinstance(event, TextDelta | ToolCallDelta):
-                    past = self._past(event, budgets, count, progress, spend)
-                    if past and await budgets.exhausted(progress.output_tokens):  # not relayed, but billed
+                kind = type(event)
+                if kind is TextDelta or kind is ToolCallDelta:  # inline: this runs for every delta
+                    progress.deltas += 1
+                    text = event.text if kind is TextDelta else _tool_text(event, progress)  # type: ignore[union-attr, arg-type]
+                    if text:
+                        pending.append(text)  # counted in one go, by the model's tokenizer, when needed
+                        progress.bound += len(text) if text.isascii() else len(text.encode())  # token >= 1 byte
+                        if kept is not None and kind is TextDelta:
+                            kept.append(text)
+                    if (
+                        progress.bound > ceiling
+                        and budgets.over(self._tally(count, progress, spend))
+                        and await budgets.exhausted(progress.output_tokens)
+                    ):  # not relayed, but billed
                         yield self._cut(leg, spend, budgets)
                         finished = True
                         break
                     yield event
-                    if progress.deltas % self._usage_every == 0:
+                    if progress.deltas % usage_every == 0:
                         yield UsageEvent(usage=Usage(output_tokens=self._tally(count, progress, spend)))
                 elif isinstance(event, FinishEvent):
                     finished = True
@@ -164,37 +185,12 @@ class StreamRelay:
             log.exception("stream on %s failed", target.name)
             yield ErrorEvent(error=GatewayError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}").to_info())
         finally:
-            self._tally(count, progress, spend)  # a client that left: what was relayed is billed
+            if not finished:  # a client that left or a break: what was relayed is billed
+                self._tally(count, progress, spend)
             await events.aclose()  # type: ignore[attr-defined]
             run = leg.run
             latency = (time.perf_counter() - run.t0) * 1000 if finished else None  # a client that left says nothing
             self._control.record(target.provider, target.name, run.started_at, outcome, latency, run.first_ms)
-
-    def _past(self, event: TextDelta | ToolCallDelta, budgets: _Budgets, count: Callable[[str], int],
-              progress: Progress, spend: CallSpend) -> bool:  # fmt: skip
-        """Whether this delta takes the stream past the lowest limit (a limit is then asked). The text is counted
-        with the model's tokenizer (a delta carries several tokens on most providers), and only once its upper
-        bound passes that limit or a usage event is due."""
-        bound = self._take(event, progress)
-        if not budgets.over(bound):
-            return False
-        return budgets.over(self._tally(count, progress, spend))
-
-    @staticmethod
-    def _take(event: TextDelta | ToolCallDelta, progress: Progress) -> int:
-        """The delta's text, kept for a tally; an upper bound of the output tokens so far (a token is at least
-        one byte)."""
-        text = event.text if type(event) is TextDelta else (event.arguments or "") + (event.name or "")
-        progress.deltas += 1
-        if text:
-            progress.pending.append(text)
-            progress.bound += len(text) if text.isascii() else len(text.encode())
-        if progress.text is not None:
-            if type(event) is TextDelta:
-                progress.text.append(text)
-            else:
-                progress.tools = True
-        return max(progress.bound, progress.reported)
 
     @staticmethod
     def _tally(count: Callable[[str], int], progress: Progress, spend: CallSpend) -> int:
@@ -202,8 +198,7 @@ class StreamRelay:
         if progress.pending:
             progress.counted += count("".join(progress.pending)) or 1
             progress.pending.clear()
-            progress.bound = progress.counted
-        tokens = progress.output_tokens
+        progress.bound = tokens = progress.output_tokens
         spend.counted(tokens)
         return tokens
 
@@ -212,6 +207,7 @@ class StreamRelay:
         """The provider's running count: the larger output count wins; the prompt count moves the meter."""
         spend.reported(usage)
         progress.reported = max(progress.reported, usage.output_tokens)
+        progress.bound = max(progress.bound, progress.reported)
         spend.counted(progress.output_tokens)
         if budgets.meter is not None:
             budgets.meter.reported_input(usage.input_tokens)
