@@ -27,9 +27,10 @@ from gateway.config import GatewayConfig
 from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.http_api import HttpApi
 from gateway.pipeline import Pipeline
+from gateway.policy_files import resolve_policy_path
 from gateway.pricing import Pricer, PriceTable, load_price_table
 from gateway.providers import ProviderRegistry
-from gateway.routing.policy import RoutingPolicy, load_policy, resolve_policy_path
+from gateway.routing.policy import RoutingPolicy, load_policy
 from gateway.secrets.resolver import SecretResolver
 from gateway.tokens import TokenEstimator, token_margins
 

@@ -7,10 +7,11 @@ import logging
 
 import ray
 
+from gateway.budgets.backends import open_store
 from gateway.budgets.gate import IDLE_S
 from gateway.budgets.ledger import Lease, Ledger
 from gateway.budgets.policy import Account
-from gateway.budgets.store import Charge, open_store
+from gateway.budgets.store import Charge
 from gateway.config import BudgetsConfig
 
 log = logging.getLogger("gateway.budgets")

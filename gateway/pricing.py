@@ -16,7 +16,7 @@ from genai_prices import calc_price, data_snapshot
 from pydantic import TypeAdapter
 
 from gateway.config import Price
-from gateway.routing.policy import load_policy_file
+from gateway.policy_files import load_policy_file
 from gateway.schema import Usage
 
 log = logging.getLogger("gateway.pricing")

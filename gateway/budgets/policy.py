@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import ConfigError, ModelEntry
-from gateway.routing.policy import load_policy_file
+from gateway.policy_files import load_policy_file
 from gateway.schema.chat import GatewayMetadata
 
 Scope = Literal["global", "daemon", "org", "user", "turn", "key"]

@@ -10,11 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from gateway.config import BudgetsConfig
-
+from typing import Protocol
 
 LeaseRow = tuple[str, str, int, int]  # account, replica, picos, tokens
 
@@ -168,13 +164,3 @@ class SqliteSpendStore:
 
     def close(self) -> None:
         self._db.close()
-
-
-def open_store(config: BudgetsConfig) -> SpendStore:
-    """The store `config.backend` names (boto3 is imported only for DynamoDB)."""
-    if config.backend == "dynamodb":
-        from gateway.budgets.dynamo import DynamoSpendStore
-
-        dynamo = config.dynamodb
-        return DynamoSpendStore(dynamo.table, dynamo.region, dynamo.endpoint_url, create_table=dynamo.create_table)
-    return SqliteSpendStore(Path(config.store).expanduser())

@@ -19,7 +19,7 @@ HDR_FAULT = "x-emulator-fault"
 HDR_KEY = "x-emulator-key"
 
 
-class ErrorKind(enum.StrEnum):
+class FaultKind(enum.StrEnum):
     """Provider-neutral error classes; each provider module maps them onto its wire format."""
 
     INVALID_REQUEST = "invalid_request"
@@ -53,7 +53,7 @@ class Fault:
 
     name: str
     behaviour: Behaviour
-    error: ErrorKind | None = None
+    error: FaultKind | None = None
     retry_after: bool = False
     once: bool = False
 
@@ -70,13 +70,13 @@ CATALOGUE: Mapping[str, Fault] = MappingProxyType(
     {
         f.name: f
         for f in (
-            Fault("429", Behaviour.ERROR, ErrorKind.RATE_LIMIT, retry_after=True),
-            Fault("429-no-retry-after", Behaviour.ERROR, ErrorKind.RATE_LIMIT),
-            Fault("quota", Behaviour.ERROR, ErrorKind.QUOTA),
-            Fault("401", Behaviour.ERROR, ErrorKind.AUTH),
-            Fault("500-once", Behaviour.ERROR, ErrorKind.SERVER, once=True),
-            Fault("503", Behaviour.ERROR, ErrorKind.OVERLOADED),
-            Fault("context-length", Behaviour.ERROR, ErrorKind.CONTEXT_LENGTH),
+            Fault("429", Behaviour.ERROR, FaultKind.RATE_LIMIT, retry_after=True),
+            Fault("429-no-retry-after", Behaviour.ERROR, FaultKind.RATE_LIMIT),
+            Fault("quota", Behaviour.ERROR, FaultKind.QUOTA),
+            Fault("401", Behaviour.ERROR, FaultKind.AUTH),
+            Fault("500-once", Behaviour.ERROR, FaultKind.SERVER, once=True),
+            Fault("503", Behaviour.ERROR, FaultKind.OVERLOADED),
+            Fault("context-length", Behaviour.ERROR, FaultKind.CONTEXT_LENGTH),
             Fault("reset", Behaviour.RESET),
             Fault("hang", Behaviour.HANG),
             Fault("slow-first-token", Behaviour.SLOW),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.config import ConfigError, ModelEntry, TimeoutOverrides
+from gateway.policy_files import load_policy_file
 from gateway.schema.chat import TaskClass
 
 
@@ -104,32 +103,6 @@ class RoutingPolicy(_Strict):
                 wanted = "embedding" if task == "embeddings" else "chat"
                 if entry.kind != wanted:
                     raise ConfigError(f"{source}: {where}.candidates.{i}: `{model}` is not a {wanted} model")
-
-
-T = TypeVar("T")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-def resolve_policy_path(path: str | Path) -> Path:
-    """Absolute: a relative path not found from the working directory is tried from the project."""
-    file = Path(path)
-    if not file.is_absolute() and not file.exists() and (PROJECT_ROOT / file).exists():
-        file = PROJECT_ROOT / file
-    return file.absolute()
-
-
-def load_policy_file(path: str | Path, validate: Callable[[Any], T]) -> tuple[T, Path]:
-    """Read a YAML file under policies/ and validate it; every problem is a ConfigError naming file and field."""
-    file = resolve_policy_path(path)
-    try:
-        return validate(yaml.safe_load(file.read_text()) or {}), file
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: no such file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{file}: {problems}") from None
 
 
 def load_policy(path: str | Path, catalog: Mapping[str, ModelEntry]) -> RoutingPolicy:

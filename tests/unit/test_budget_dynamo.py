@@ -18,10 +18,11 @@ from pydantic import ValidationError
 from werkzeug.serving import make_server
 
 from gateway.budgets import dynamo
+from gateway.budgets.backends import open_store
 from gateway.budgets.dynamo import DynamoSpendStore
 from gateway.budgets.ledger import Ledger
 from gateway.budgets.policy import Account
-from gateway.budgets.store import Charge, SqliteSpendStore, open_store
+from gateway.budgets.store import Charge, SqliteSpendStore
 from gateway.config import BudgetsConfig
 
 REGION = "us-east-1"

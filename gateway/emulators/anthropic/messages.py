@@ -16,7 +16,7 @@ from gateway.emulators.anthropic.wire import (
     invalid,
 )
 from gateway.emulators.call import new_id, send_json, stream_response
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 from gateway.emulators.streaming import StreamPlan, run_stream
 from gateway.emulators.text import deltas_of
 
@@ -84,7 +84,7 @@ def stream_plan(call: AnthropicCall, out: Output, msg_id: str) -> StreamPlan:
     """
     plan = StreamPlan(malformed=b"event: content_block_delta\ndata: {not json\n\n")
     if call.fault is OVERLOADED_MIDSTREAM:
-        plan.malformed = event("error", error_body(ErrorKind.OVERLOADED, "Overloaded"))
+        plan.malformed = event("error", error_body(FaultKind.OVERLOADED, "Overloaded"))
     plan.preamble = [event("message_start", {"message": message(call, out, msg_id, final=False)})]
     blocks = out.blocks
     plan.head = [event("content_block_start", {"index": 0, "content_block": _start_block(blocks[0])}), event("ping")]
@@ -125,7 +125,7 @@ async def create_message(call: AnthropicCall) -> web.StreamResponse:
     params = parse_params(body, call.model)
     prompt = parse_prompt(body, call.model)
     if call.fault is OVERLOADED_MIDSTREAM and not stream:
-        raise AnthropicError(ErrorKind.OVERLOADED)  # without a stream there is no "midstream": a plain 529
+        raise AnthropicError(FaultKind.OVERLOADED)  # without a stream there is no "midstream": a plain 529
     out = generate(call, prompt, params)
     msg_id = new_id("msg_")
     if not stream:
@@ -174,4 +174,4 @@ async def get_model(call: AnthropicCall) -> web.StreamResponse:
 
 
 async def not_found(call: AnthropicCall) -> web.StreamResponse:
-    raise AnthropicError(ErrorKind.NOT_FOUND, f"Not found: {call.request.method} {call.request.path}")
+    raise AnthropicError(FaultKind.NOT_FOUND, f"Not found: {call.request.method} {call.request.path}")

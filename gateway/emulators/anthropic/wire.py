@@ -12,7 +12,7 @@ from aiohttp import web
 
 from gateway.emulators.call import Call, dumps, new_id
 from gateway.emulators.config import EmulatorContext
-from gateway.emulators.faults import Behaviour, ErrorKind, Fault, FaultTable
+from gateway.emulators.faults import Behaviour, Fault, FaultKind, FaultTable
 from gateway.emulators.intake import Endpoint, Reject, read_intake
 from gateway.emulators.intake import route as intake_route
 
@@ -20,7 +20,7 @@ PROVIDER = "anthropic"
 
 # Anthropic-only fault: the stream starts, sends a few deltas, then an `event: error` (overloaded_error).
 # It reuses the MALFORMED stream path (prefix of content events + one final odd event + clean end).
-OVERLOADED_MIDSTREAM = Fault("overloaded-midstream", Behaviour.MALFORMED, ErrorKind.OVERLOADED)
+OVERLOADED_MIDSTREAM = Fault("overloaded-midstream", Behaviour.MALFORMED, FaultKind.OVERLOADED)
 # The unknown-fault message quotes the shared catalogue only, as it always has on this wire.
 FAULTS = FaultTable.with_extras(OVERLOADED_MIDSTREAM, list_extras=False)
 
@@ -30,41 +30,41 @@ CREDIT_TOO_LOW = (
 )
 
 # kind -> (status, error type, default message)
-ERRORS: Mapping[ErrorKind, tuple[int, str, str]] = {
-    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error", "Invalid request."),
-    ErrorKind.AUTH: (401, "authentication_error", "invalid x-api-key"),
-    ErrorKind.NOT_FOUND: (404, "not_found_error", "Not found"),
-    ErrorKind.RATE_LIMIT: (
+ERRORS: Mapping[FaultKind, tuple[int, str, str]] = {
+    FaultKind.INVALID_REQUEST: (400, "invalid_request_error", "Invalid request."),
+    FaultKind.AUTH: (401, "authentication_error", "invalid x-api-key"),
+    FaultKind.NOT_FOUND: (404, "not_found_error", "Not found"),
+    FaultKind.RATE_LIMIT: (
         429,
         "rate_limit_error",
         "This request would exceed the rate limit for your organization (emulated). Please retry after 1 second.",
     ),
     # The real API answers a low credit balance with 400 invalid_request_error (it has no quota type).
-    ErrorKind.QUOTA: (400, "invalid_request_error", CREDIT_TOO_LOW),
-    ErrorKind.SERVER: (500, "api_error", "Internal server error"),
-    ErrorKind.OVERLOADED: (529, "overloaded_error", "Overloaded"),
-    ErrorKind.CONTEXT_LENGTH: (400, "invalid_request_error", "prompt is too long: {tokens} tokens > {window} maximum"),
+    FaultKind.QUOTA: (400, "invalid_request_error", CREDIT_TOO_LOW),
+    FaultKind.SERVER: (500, "api_error", "Internal server error"),
+    FaultKind.OVERLOADED: (529, "overloaded_error", "Overloaded"),
+    FaultKind.CONTEXT_LENGTH: (400, "invalid_request_error", "prompt is too long: {tokens} tokens > {window} maximum"),
 }
-LIMITED = (ErrorKind.RATE_LIMIT,)
+LIMITED = (FaultKind.RATE_LIMIT,)
 RATELIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 
 
 class AnthropicError(Exception):
     """Raised inside a handler; turned into an Anthropic error body by the route wrapper."""
 
-    def __init__(self, kind: ErrorKind, message: str | None = None) -> None:
+    def __init__(self, kind: FaultKind, message: str | None = None) -> None:
         self.kind = kind
         self.message = message or ERRORS[kind][2]
         super().__init__(self.message)
 
 
 def invalid(message: str) -> AnthropicError:
-    return AnthropicError(ErrorKind.INVALID_REQUEST, message)
+    return AnthropicError(FaultKind.INVALID_REQUEST, message)
 
 
 def context_length_error(ctx: EmulatorContext, tokens: int) -> AnthropicError:
-    message = ERRORS[ErrorKind.CONTEXT_LENGTH][2].format(tokens=tokens, window=ctx.settings.context_window)
-    return AnthropicError(ErrorKind.CONTEXT_LENGTH, message)
+    message = ERRORS[FaultKind.CONTEXT_LENGTH][2].format(tokens=tokens, window=ctx.settings.context_window)
+    return AnthropicError(FaultKind.CONTEXT_LENGTH, message)
 
 
 def event(name: str, payload: Mapping[str, Any] | None = None) -> bytes:
@@ -72,7 +72,7 @@ def event(name: str, payload: Mapping[str, Any] | None = None) -> bytes:
     return f"event: {name}\ndata: {dumps({'type': name, **(payload or {})})}\n\n".encode()
 
 
-def error_body(kind: ErrorKind, message: str) -> dict[str, Any]:
+def error_body(kind: FaultKind, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": ERRORS[kind][1], "message": message}}
 
 
@@ -94,7 +94,7 @@ def error_response(
 ) -> web.Response:
     status = ERRORS[err.kind][0]
     headers = base_headers(ctx, request_id, limited=err.kind in LIMITED)
-    if err.kind is ErrorKind.RATE_LIMIT and fault is not None and fault.retry_after:
+    if err.kind is FaultKind.RATE_LIMIT and fault is not None and fault.retry_after:
         headers["retry-after"] = "1"
     body = {**error_body(err.kind, err.message), "request_id": request_id}
     return web.Response(status=status, text=dumps(body), content_type="application/json", headers=headers)
@@ -117,7 +117,7 @@ class AnthropicCall(Call):
         return error_response(self.ctx, self.request_id, err, self.fault)
 
     def fault_error(self, fault: Fault) -> Exception:
-        if fault.error is ErrorKind.CONTEXT_LENGTH:
+        if fault.error is FaultKind.CONTEXT_LENGTH:
             return context_length_error(self.ctx, self.ctx.settings.context_window + 1)
         assert fault.error is not None
         return AnthropicError(fault.error)
@@ -139,9 +139,9 @@ async def _accept(
     call = got.call(AnthropicCall, request, ctx, endpoint)
     key = _api_key(request)
     if not key:
-        raise Reject(call, AnthropicError(ErrorKind.AUTH, "x-api-key header is required"))
+        raise Reject(call, AnthropicError(FaultKind.AUTH, "x-api-key header is required"))
     if ctx.settings.api_keys and key not in ctx.settings.api_keys:
-        raise Reject(call, AnthropicError(ErrorKind.AUTH))  # 401 authentication_error, invalid x-api-key
+        raise Reject(call, AnthropicError(FaultKind.AUTH))  # 401 authentication_error, invalid x-api-key
     if not got.is_object:
         raise Reject(call, invalid("There was an error parsing the body of your request: it is not a JSON object."))
     if got.unknown is not None:

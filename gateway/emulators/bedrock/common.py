@@ -21,7 +21,7 @@ from gateway.emulators.bedrock.wire import (
 from gateway.emulators.call import Call as BaseCall
 from gateway.emulators.call import send_json
 from gateway.emulators.config import EmulatorContext
-from gateway.emulators.faults import Behaviour, ErrorKind, Fault, FaultTable
+from gateway.emulators.faults import Behaviour, Fault, FaultKind, FaultTable
 from gateway.emulators.intake import Endpoint, Reject, read_intake
 from gateway.emulators.intake import route as intake_route
 from gateway.emulators.recorder import RequestRecord
@@ -75,7 +75,7 @@ class Call(BaseCall):
         if self.endpoint == STREAM_ENDPOINT:
             return None
         if self.is_fault(THROTTLE_MIDSTREAM):
-            return BedrockError.of(ErrorKind.RATE_LIMIT)  # no stream to break: the plain throttling error
+            return BedrockError.of(FaultKind.RATE_LIMIT)  # no stream to break: the plain throttling error
         if self.is_fault(MODEL_STREAM_ERROR):
             return BedrockError(424, "ModelErrorException", "The model encountered an error processing the request.")
         return None

@@ -18,7 +18,7 @@ from gateway.emulators.bedrock import wire
 from gateway.emulators.bedrock.common import GUARDRAIL, MODEL_STREAM_ERROR, THROTTLE_MIDSTREAM, Call, send_json
 from gateway.emulators.bedrock.features import check_features
 from gateway.emulators.bedrock.wire import BedrockError, validation
-from gateway.emulators.faults import Behaviour, ErrorKind
+from gateway.emulators.faults import Behaviour, FaultKind
 from gateway.emulators.openai.common import Call as OpenAICall
 from gateway.emulators.openai.generate import Prompt, Request, Tool, ToolCall, generate
 from gateway.emulators.openai.wire import OpenAIError
@@ -299,8 +299,8 @@ def answer(call: Call, conv: Conversation) -> Answer:
     try:
         out = generate(stand_in, conv.prompt, conv.req, "messages")
     except OpenAIError as err:
-        if err.kind is ErrorKind.CONTEXT_LENGTH:
-            raise BedrockError.of(ErrorKind.CONTEXT_LENGTH) from err
+        if err.kind is FaultKind.CONTEXT_LENGTH:
+            raise BedrockError.of(FaultKind.CONTEXT_LENGTH) from err
         raise validation(err.message) from err
     read, write = _cache(call, conv)
     ans = Answer(

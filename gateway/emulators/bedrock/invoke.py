@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.emulators.bedrock.common import Call, send_json
 from gateway.emulators.bedrock.converse import conversation
 from gateway.emulators.bedrock.wire import BedrockError, validation
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 from gateway.emulators.text import count_tokens, embedding
 
 TITAN_V2_DIMS = (256, 512, 1024)
@@ -54,7 +54,7 @@ def _bits(vector: list[float], signed: bool) -> list[int]:
 
 def _check_context(call: Call, tokens: int) -> None:
     if tokens > call.ctx.settings.context_window:
-        raise BedrockError.of(ErrorKind.CONTEXT_LENGTH)
+        raise BedrockError.of(FaultKind.CONTEXT_LENGTH)
 
 
 async def _send(call: Call, payload: Mapping[str, Any], tokens: int) -> web.StreamResponse:

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.emulators.call import dumps
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 
 PROVIDER = "bedrock"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -19,23 +19,23 @@ HDR_ERROR_TYPE = "x-amzn-ErrorType"
 HDR_REQUEST_ID = "x-amzn-RequestId"
 
 # kind -> (HTTP status, x-amzn-ErrorType, default message); statuses are botocore's service model's.
-ERRORS: Mapping[ErrorKind, tuple[int, str, str]] = {
-    ErrorKind.INVALID_REQUEST: (400, "ValidationException", "Malformed input request, please reformat your input."),
-    ErrorKind.AUTH: (403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
-    ErrorKind.NOT_FOUND: (404, "ResourceNotFoundException", "The requested resource could not be found."),
-    ErrorKind.RATE_LIMIT: (429, "ThrottlingException", "Too many requests, please wait before trying again."),
-    ErrorKind.QUOTA: (
+ERRORS: Mapping[FaultKind, tuple[int, str, str]] = {
+    FaultKind.INVALID_REQUEST: (400, "ValidationException", "Malformed input request, please reformat your input."),
+    FaultKind.AUTH: (403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    FaultKind.NOT_FOUND: (404, "ResourceNotFoundException", "The requested resource could not be found."),
+    FaultKind.RATE_LIMIT: (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    FaultKind.QUOTA: (
         400,
         "ServiceQuotaExceededException",
         "Your request exceeded the service quota for your account. Request a quota increase and try again.",
     ),
-    ErrorKind.SERVER: (
+    FaultKind.SERVER: (
         500,
         "InternalServerException",
         "The system encountered an unexpected error during processing. Try your request again.",
     ),
-    ErrorKind.OVERLOADED: (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
-    ErrorKind.CONTEXT_LENGTH: (400, "ValidationException", "Input is too long for requested model."),
+    FaultKind.OVERLOADED: (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
+    FaultKind.CONTEXT_LENGTH: (400, "ValidationException", "Input is too long for requested model."),
 }
 
 
@@ -49,13 +49,13 @@ class BedrockError(Exception):
         self.message = message
 
     @classmethod
-    def of(cls, kind: ErrorKind, message: str | None = None) -> BedrockError:
+    def of(cls, kind: FaultKind, message: str | None = None) -> BedrockError:
         status, code, default = ERRORS[kind]
         return cls(status, code, message or default)
 
 
 def validation(message: str) -> BedrockError:
-    return BedrockError.of(ErrorKind.INVALID_REQUEST, message)
+    return BedrockError.of(FaultKind.INVALID_REQUEST, message)
 
 
 def new_request_id() -> str:

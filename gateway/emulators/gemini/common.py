@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.emulators.call import Call, new_id
 from gateway.emulators.config import EmulatorContext
-from gateway.emulators.faults import Behaviour, ErrorKind, Fault, FaultTable
+from gateway.emulators.faults import Behaviour, Fault, FaultKind, FaultTable
 from gateway.emulators.gemini.wire import (
     PROVIDER,
     GeminiError,
@@ -51,7 +51,7 @@ class GeminiCall(Call):
 
     def early_error(self) -> Exception | None:
         if self.is_fault(ERROR_MIDSTREAM) and self.endpoint != "streamGenerateContent":
-            return GeminiError(ErrorKind.OVERLOADED)  # no stream to break: the request fails as a whole
+            return GeminiError(FaultKind.OVERLOADED)  # no stream to break: the request fails as a whole
         return None
 
 
@@ -75,7 +75,7 @@ async def _accept(request: web.Request, ctx: EmulatorContext, endpoint: str, mod
 
 
 def not_found(path: str) -> GeminiError:
-    return GeminiError(ErrorKind.NOT_FOUND, f"The requested URL {path} was not found on this server.")
+    return GeminiError(FaultKind.NOT_FOUND, f"The requested URL {path} was not found on this server.")
 
 
 async def run(

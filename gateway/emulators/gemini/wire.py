@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.emulators.call import dumps
-from gateway.emulators.faults import ErrorKind, Fault
+from gateway.emulators.faults import Fault, FaultKind
 
 PROVIDER = "gemini"
 TYPE = "type.googleapis.com/google.rpc."
@@ -26,20 +26,20 @@ NO_KEY_MESSAGE = (
 CONTEXT_MESSAGE = "The input token count ({tokens}) exceeds the maximum number of tokens allowed ({window})."
 
 # kind -> (HTTP status, google.rpc status, default message)
-ERRORS: Mapping[ErrorKind, tuple[int, str, str]] = {
-    ErrorKind.INVALID_REQUEST: (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
-    ErrorKind.AUTH: (400, "INVALID_ARGUMENT", BAD_KEY_MESSAGE),
-    ErrorKind.NOT_FOUND: (404, "NOT_FOUND", "Requested entity was not found."),
-    ErrorKind.RATE_LIMIT: (429, "RESOURCE_EXHAUSTED", RATE_LIMIT_MESSAGE),
-    ErrorKind.QUOTA: (429, "RESOURCE_EXHAUSTED", QUOTA_MESSAGE),
-    ErrorKind.SERVER: (
+ERRORS: Mapping[FaultKind, tuple[int, str, str]] = {
+    FaultKind.INVALID_REQUEST: (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    FaultKind.AUTH: (400, "INVALID_ARGUMENT", BAD_KEY_MESSAGE),
+    FaultKind.NOT_FOUND: (404, "NOT_FOUND", "Requested entity was not found."),
+    FaultKind.RATE_LIMIT: (429, "RESOURCE_EXHAUSTED", RATE_LIMIT_MESSAGE),
+    FaultKind.QUOTA: (429, "RESOURCE_EXHAUSTED", QUOTA_MESSAGE),
+    FaultKind.SERVER: (
         500,
         "INTERNAL",
         "An internal error has occurred. Please retry or report in "
         "https://developers.generativeai.google/guide/troubleshooting",
     ),
-    ErrorKind.OVERLOADED: (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
-    ErrorKind.CONTEXT_LENGTH: (400, "INVALID_ARGUMENT", CONTEXT_MESSAGE),
+    FaultKind.OVERLOADED: (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    FaultKind.CONTEXT_LENGTH: (400, "INVALID_ARGUMENT", CONTEXT_MESSAGE),
 }
 
 
@@ -48,7 +48,7 @@ class GeminiError(Exception):
 
     def __init__(
         self,
-        kind: ErrorKind,
+        kind: FaultKind,
         message: str | None = None,
         details: list[dict[str, Any]] | None = None,
         status: tuple[int, str] | None = None,
@@ -72,12 +72,12 @@ def invalid(message: str, field: str | None = None) -> GeminiError:
     details = None
     if field is not None:
         details = [{"@type": TYPE + "BadRequest", "fieldViolations": [{"field": field, "description": message}]}]
-    return GeminiError(ErrorKind.INVALID_REQUEST, message, details)
+    return GeminiError(FaultKind.INVALID_REQUEST, message, details)
 
 
-def fault_error(kind: ErrorKind, fault: Fault | None, window: int) -> GeminiError:
+def fault_error(kind: FaultKind, fault: Fault | None, window: int) -> GeminiError:
     """The error a catalogue fault of class `kind` produces on the Gemini wire."""
-    if kind is ErrorKind.RATE_LIMIT:
+    if kind is FaultKind.RATE_LIMIT:
         details = [
             {
                 "@type": TYPE + "QuotaFailure",
@@ -92,7 +92,7 @@ def fault_error(kind: ErrorKind, fault: Fault | None, window: int) -> GeminiErro
         if fault is not None and fault.retry_after:
             details.append({"@type": TYPE + "RetryInfo", "retryDelay": "1s"})
         return GeminiError(kind, details=details)
-    if kind is ErrorKind.QUOTA:
+    if kind is FaultKind.QUOTA:
         details = [
             {
                 "@type": TYPE + "QuotaFailure",
@@ -114,9 +114,9 @@ def fault_error(kind: ErrorKind, fault: Fault | None, window: int) -> GeminiErro
             },
         ]
         return GeminiError(kind, details=details)
-    if kind is ErrorKind.AUTH:
+    if kind is FaultKind.AUTH:
         return bad_key_error()
-    if kind is ErrorKind.CONTEXT_LENGTH:
+    if kind is FaultKind.CONTEXT_LENGTH:
         return context_length_error(window + 1, window)
     return GeminiError(kind)
 
@@ -131,7 +131,7 @@ def bad_key_error() -> GeminiError:
         },
         {"@type": TYPE + "LocalizedMessage", "locale": "en-US", "message": BAD_KEY_MESSAGE},
     ]
-    return GeminiError(ErrorKind.AUTH, BAD_KEY_MESSAGE, details)
+    return GeminiError(FaultKind.AUTH, BAD_KEY_MESSAGE, details)
 
 
 def no_key_error() -> GeminiError:
@@ -143,11 +143,11 @@ def no_key_error() -> GeminiError:
             "metadata": {"service": "generativelanguage.googleapis.com"},
         }
     ]
-    return GeminiError(ErrorKind.AUTH, NO_KEY_MESSAGE, details, status=(403, "PERMISSION_DENIED"))
+    return GeminiError(FaultKind.AUTH, NO_KEY_MESSAGE, details, status=(403, "PERMISSION_DENIED"))
 
 
 def context_length_error(tokens: int, window: int) -> GeminiError:
-    return GeminiError(ErrorKind.CONTEXT_LENGTH, CONTEXT_MESSAGE.format(tokens=tokens, window=window))
+    return GeminiError(FaultKind.CONTEXT_LENGTH, CONTEXT_MESSAGE.format(tokens=tokens, window=window))
 
 
 def base_headers(request_id: str) -> dict[str, str]:

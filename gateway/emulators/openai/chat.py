@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.generate import (
     Output,
@@ -31,7 +31,7 @@ DONE = b"data: [DONE]\n\n"
 
 def chat_prompt(messages: Any) -> Prompt:
     if not isinstance(messages, list) or not all(isinstance(m, Mapping) and m.get("role") for m in messages):
-        raise OpenAIError(ErrorKind.INVALID_REQUEST, "'messages' must be a list of objects with a 'role'.", "messages")
+        raise OpenAIError(FaultKind.INVALID_REQUEST, "'messages' must be a list of objects with a 'role'.", "messages")
     prompt = Prompt()
     for message in messages:
         tokens, text = content_tokens(message.get("content"))

@@ -11,7 +11,7 @@ from aiohttp import web
 from gateway.emulators.call import Call as BaseCall
 from gateway.emulators.call import send_json, stream_response
 from gateway.emulators.config import EmulatorContext
-from gateway.emulators.faults import ErrorKind, Fault
+from gateway.emulators.faults import Fault, FaultKind
 from gateway.emulators.intake import Endpoint, Reject, read_intake
 from gateway.emulators.intake import route as intake_route
 from gateway.emulators.openai.wire import (
@@ -41,7 +41,7 @@ class Call(BaseCall):
         return error_response(self.ctx, self.request_id, err, self.fault)
 
     def fault_error(self, fault: Fault) -> Exception:
-        if fault.error is ErrorKind.CONTEXT_LENGTH:
+        if fault.error is FaultKind.CONTEXT_LENGTH:
             param = "messages" if self.endpoint == "chat.completions" else "input"
             return context_length_error(self.ctx, self.ctx.settings.context_window + 1, param)
         assert fault.error is not None
@@ -57,17 +57,17 @@ async def _accept(request: web.Request, ctx: EmulatorContext, endpoint: str, req
     call = got.call(Call, request, ctx, endpoint)
     auth = request.headers.get("authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
-        raise Reject(call, OpenAIError(ErrorKind.AUTH, "You didn't provide an API key (Authorization: Bearer ...)."))
+        raise Reject(call, OpenAIError(FaultKind.AUTH, "You didn't provide an API key (Authorization: Bearer ...)."))
     if ctx.settings.api_keys and auth[7:].strip() not in ctx.settings.api_keys:
-        raise Reject(call, OpenAIError(ErrorKind.AUTH))  # 401 invalid_api_key
+        raise Reject(call, OpenAIError(FaultKind.AUTH))  # 401 invalid_api_key
     if not got.is_object:
-        raise Reject(call, OpenAIError(ErrorKind.INVALID_REQUEST, "We could not parse the JSON body of your request."))
+        raise Reject(call, OpenAIError(FaultKind.INVALID_REQUEST, "We could not parse the JSON body of your request."))
     if got.unknown is not None:
-        raise Reject(call, OpenAIError(ErrorKind.INVALID_REQUEST, str(got.unknown), "model"))
+        raise Reject(call, OpenAIError(FaultKind.INVALID_REQUEST, str(got.unknown), "model"))
     call.body = got.body or {}
     for name in required:
         if call.body.get(name) in (None, "", []):
-            raise Reject(call, OpenAIError(ErrorKind.INVALID_REQUEST, f"Missing required parameter: '{name}'.", name))
+            raise Reject(call, OpenAIError(FaultKind.INVALID_REQUEST, f"Missing required parameter: '{name}'.", name))
     return call
 
 

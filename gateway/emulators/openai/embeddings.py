@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 from gateway.emulators.openai.common import Call, send_json
 from gateway.emulators.openai.wire import OpenAIError, context_length_error
 from gateway.emulators.text import count_tokens, embedding, embedding_dims, pack_float32
@@ -27,7 +27,7 @@ def _inputs(raw: Any) -> list[tuple[str, int]]:
     elif isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise OpenAIError(ErrorKind.INVALID_REQUEST, "'input' must be a non-empty string or array.", "input")
+        raise OpenAIError(FaultKind.INVALID_REQUEST, "'input' must be a non-empty string or array.", "input")
     items: list[tuple[str, int]] = []
     for item in raw:
         if isinstance(item, str):
@@ -36,7 +36,7 @@ def _inputs(raw: Any) -> list[tuple[str, int]]:
             items.append((json.dumps(item), len(item)))
         else:
             raise OpenAIError(
-                ErrorKind.INVALID_REQUEST, "Each 'input' item must be a string or a token array.", "input"
+                FaultKind.INVALID_REQUEST, "Each 'input' item must be a string or a token array.", "input"
             )
     return items
 
@@ -48,11 +48,11 @@ async def embeddings(call: Call) -> web.StreamResponse:
     if dims is None:
         dims = embedding_dims(call.model)
     elif not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= 3072:
-        raise OpenAIError(ErrorKind.INVALID_REQUEST, "'dimensions' must be an integer in [1, 3072].", "dimensions")
+        raise OpenAIError(FaultKind.INVALID_REQUEST, "'dimensions' must be an integer in [1, 3072].", "dimensions")
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise OpenAIError(
-            ErrorKind.INVALID_REQUEST, "'encoding_format' must be 'float' or 'base64'.", "encoding_format"
+            FaultKind.INVALID_REQUEST, "'encoding_format' must be 'float' or 'base64'.", "encoding_format"
         )
     tokens = sum(n for _, n in items)
     if tokens > call.ctx.settings.context_window:
@@ -74,7 +74,7 @@ async def embeddings(call: Call) -> web.StreamResponse:
 
 
 async def not_found(call: Call) -> web.StreamResponse:
-    raise OpenAIError(ErrorKind.NOT_FOUND, f"Invalid URL ({call.request.method} {call.request.path}).")
+    raise OpenAIError(FaultKind.NOT_FOUND, f"Invalid URL ({call.request.method} {call.request.path}).")
 
 
 async def list_models(call: Call) -> web.StreamResponse:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.emulators.faults import Behaviour, ErrorKind
+from gateway.emulators.faults import Behaviour, FaultKind
 from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.wire import OpenAIError, context_length_error, new_id
 from gateway.emulators.text import (
@@ -112,7 +112,7 @@ def _choose_tools(req: Request, user_text: str) -> list[Tool]:
         name = fn.get("name") if isinstance(fn, Mapping) else choice.get("name")
         chosen = [t for t in req.tools if t.name == name]
         if not chosen:
-            raise OpenAIError(ErrorKind.INVALID_REQUEST, f"Tool choice '{name}' not found in 'tools'.", "tool_choice")
+            raise OpenAIError(FaultKind.INVALID_REQUEST, f"Tool choice '{name}' not found in 'tools'.", "tool_choice")
         return chosen[:1]
     if req.parallel_tool_calls and "parallel" in user_text.lower():
         return list(req.tools)
@@ -164,7 +164,7 @@ def int_or_none(value: Any, param: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise OpenAIError(ErrorKind.INVALID_REQUEST, f"Invalid '{param}': expected an integer >= 1.", param)
+        raise OpenAIError(FaultKind.INVALID_REQUEST, f"Invalid '{param}': expected an integer >= 1.", param)
     return value
 
 

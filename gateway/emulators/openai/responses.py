@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.emulators.faults import ErrorKind
+from gateway.emulators.faults import FaultKind
 from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.generate import (
     Output,
@@ -37,7 +37,7 @@ def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     raw = body.get("input")
     items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
     if not isinstance(items, list):
-        raise OpenAIError(ErrorKind.INVALID_REQUEST, "'input' must be a string or a list of items.", "input")
+        raise OpenAIError(FaultKind.INVALID_REQUEST, "'input' must be a string or a list of items.", "input")
     results: list[str] = []
     for item in items:
         if not isinstance(item, Mapping):

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.emulators.call import dumps, new_id
 from gateway.emulators.config import EmulatorContext
-from gateway.emulators.faults import ErrorKind, Fault
+from gateway.emulators.faults import Fault, FaultKind
 
 __all__ = [
     "ERRORS",
@@ -26,35 +26,35 @@ __all__ = [
 PROVIDER = "openai"
 
 # kind -> (status, type, code, default message)
-ERRORS: Mapping[ErrorKind, tuple[int, str, str | None, str]] = {
-    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error", None, "Invalid request."),
-    ErrorKind.AUTH: (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
-    ErrorKind.NOT_FOUND: (404, "invalid_request_error", None, "Invalid URL."),
-    ErrorKind.RATE_LIMIT: (
+ERRORS: Mapping[FaultKind, tuple[int, str, str | None, str]] = {
+    FaultKind.INVALID_REQUEST: (400, "invalid_request_error", None, "Invalid request."),
+    FaultKind.AUTH: (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    FaultKind.NOT_FOUND: (404, "invalid_request_error", None, "Invalid URL."),
+    FaultKind.RATE_LIMIT: (
         429,
         "requests",
         "rate_limit_exceeded",
         "Rate limit reached for requests (emulated). Please try again in 1s.",
     ),
-    ErrorKind.QUOTA: (
+    FaultKind.QUOTA: (
         429,
         "insufficient_quota",
         "insufficient_quota",
         "You exceeded your current quota, please check your plan and billing details.",
     ),
-    ErrorKind.SERVER: (
+    FaultKind.SERVER: (
         500,
         "server_error",
         "server_error",
         "The server had an error while processing your request. Sorry about that!",
     ),
-    ErrorKind.OVERLOADED: (
+    FaultKind.OVERLOADED: (
         503,
         "server_error",
         "overloaded",
         "The engine is currently overloaded, please try again later.",
     ),
-    ErrorKind.CONTEXT_LENGTH: (
+    FaultKind.CONTEXT_LENGTH: (
         400,
         "invalid_request_error",
         "context_length_exceeded",
@@ -67,7 +67,7 @@ ERRORS: Mapping[ErrorKind, tuple[int, str, str | None, str]] = {
 class OpenAIError(Exception):
     """Raised inside a handler; turned into an OpenAI error body by the route wrapper."""
 
-    def __init__(self, kind: ErrorKind, message: str | None = None, param: str | None = None) -> None:
+    def __init__(self, kind: FaultKind, message: str | None = None, param: str | None = None) -> None:
         super().__init__(message or ERRORS[kind][3])
         self.kind = kind
         self.message = message or ERRORS[kind][3]
@@ -95,8 +95,8 @@ def base_headers(ctx: EmulatorContext, request_id: str, limited: bool = False) -
 
 def error_response(ctx: EmulatorContext, request_id: str, err: OpenAIError, fault: Fault | None = None) -> web.Response:
     status, etype, code, _ = ERRORS[err.kind]
-    headers = base_headers(ctx, request_id, limited=err.kind in (ErrorKind.RATE_LIMIT, ErrorKind.QUOTA))
-    if err.kind is ErrorKind.RATE_LIMIT and fault is not None and fault.retry_after:
+    headers = base_headers(ctx, request_id, limited=err.kind in (FaultKind.RATE_LIMIT, FaultKind.QUOTA))
+    if err.kind is FaultKind.RATE_LIMIT and fault is not None and fault.retry_after:
         headers["retry-after"] = "1"
         headers["retry-after-ms"] = "1000"
     body = {"error": {"message": err.message, "type": etype, "param": err.param, "code": code}}
@@ -105,5 +105,5 @@ def error_response(ctx: EmulatorContext, request_id: str, err: OpenAIError, faul
 
 def context_length_error(ctx: EmulatorContext, tokens: int, param: str) -> OpenAIError:
     window = ctx.settings.context_window
-    message = ERRORS[ErrorKind.CONTEXT_LENGTH][3].format(window=window, tokens=tokens)
-    return OpenAIError(ErrorKind.CONTEXT_LENGTH, message, param)
+    message = ERRORS[FaultKind.CONTEXT_LENGTH][3].format(window=window, tokens=tokens)
+    return OpenAIError(FaultKind.CONTEXT_LENGTH, message, param)
