@@ -25,6 +25,7 @@ EMULATOR_PATHS = MappingProxyType(
 OFFLINE_API_KEY = "offline-emulator-key"
 # Fields that hold credentials: a `${VAR}` there stays a reference (read where it is used, not on the driver).
 CREDENTIAL_FIELDS = frozenset({"api_key", "aws_access_key_id", "aws_secret_access_key", "pepper", "admin_keys"})
+ProviderKind = Literal["openai", "anthropic", "gemini", "bedrock"]
 
 
 class _Strict(BaseModel):
@@ -55,7 +56,7 @@ class BedrockRegion(_Strict):
 
 
 class ProviderConfig(_Strict):
-    kind: Literal["openai", "anthropic", "gemini", "bedrock"]
+    kind: ProviderKind
     base_url: str | None = None
     api_key: Credential | None = None
     timeouts: Timeouts = Timeouts()

@@ -379,8 +379,8 @@ def _budget_meta(scope: str, key: str, org: str | None) -> GatewayMetadata:
     fields: dict[str, Any] = {"org": org} if scope in ("user", "turn") else {}
     if scope == "key":
         fields["principal"] = Principal(key_id=key, via="key")
-    elif BUDGET_FIELDS[scope] is not None:
-        fields[BUDGET_FIELDS[scope]] = key
+    elif (field := BUDGET_FIELDS[scope]) is not None:
+        fields[field] = key
     try:
         return GatewayMetadata.model_validate(fields)
     except ValidationError as exc:

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import TypeGuard
 
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price, data_snapshot
 from pydantic import TypeAdapter
 
-from gateway.config import Price
+from gateway.config import Price, ProviderKind
 from gateway.policy_files import load_policy_file
 from gateway.schema import Usage
 
@@ -27,7 +27,7 @@ _MILLION = Decimal(1_000_000)
 _FLAT_TTL_S = 3600.0  # prices can change on a date: re-read a model's flat prices hourly
 
 
-PriceTable = dict[str, dict[str, Price]]
+PriceTable = dict[ProviderKind, dict[str, Price]]
 
 
 def load_price_table(path: str | Path) -> PriceTable:
@@ -35,7 +35,11 @@ def load_price_table(path: str | Path) -> PriceTable:
     return load_policy_file(path, _TABLE.validate_python)[0]
 
 
-_TABLE = TypeAdapter(dict[Literal["openai", "anthropic", "gemini", "bedrock"], dict[str, Price]])
+_TABLE = TypeAdapter(PriceTable)
+
+
+def _flat(price: object) -> TypeGuard[Decimal | None]:
+    return price is None or isinstance(price, Decimal)
 
 
 class Pricer:
@@ -47,8 +51,10 @@ class Pricer:
     test checks the two agree.
     """
 
-    def __init__(self, table: Mapping[str, Mapping[str, Price]] | None = None, default: Price | None = None) -> None:
-        self._table = {kind: dict(models) for kind, models in (table or {}).items()}
+    def __init__(
+        self, table: Mapping[ProviderKind, Mapping[str, Price]] | None = None, default: Price | None = None
+    ) -> None:
+        self._table: dict[str, dict[str, Price]] = {kind: dict(models) for kind, models in (table or {}).items()}
         self._default = default
         self._known: dict[tuple[str, str], bool] = {}
         self._unknown: set[tuple[str, str]] = set()  # not in genai-prices
@@ -66,9 +72,9 @@ class Pricer:
         try:
             _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
             mp = info.get_prices(datetime.now(tz=UTC))
-            values = (mp.input_mtok, mp.cache_read_mtok, mp.cache_write_mtok, mp.output_mtok)
-            if all(v is None or isinstance(v, Decimal) for v in values) and mp.input_mtok is not None:
-                prices = (mp.input_mtok, mp.cache_read_mtok, mp.cache_write_mtok, mp.output_mtok or Decimal(0))
+            inp, read, write, out = mp.input_mtok, mp.cache_read_mtok, mp.cache_write_mtok, mp.output_mtok
+            if isinstance(inp, Decimal) and _flat(read) and _flat(write) and _flat(out):  # no tiers
+                prices = (inp, read, write, out or Decimal(0))
         except LookupError:
             prices = None
         self._flat[key] = (time.monotonic(), prices)

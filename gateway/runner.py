@@ -139,9 +139,9 @@ class PlanRunner:
             attempt = await self._on_target(run, plan, once, targets, i)
             if attempt is not None:
                 return attempt, run.attempts
-        if not run.tried_any and (target := self._panic_target(targets)) is not None:
-            log.info("every candidate is breaker-open; trickling one call to %s@%s", target.name, target.provider)
-            attempt = await self._once_on(run, plan, once, target)
+        if not run.tried_any and (panic := self._panic_target(targets)) is not None:
+            log.info("every candidate is breaker-open; trickling one call to %s@%s", panic.name, panic.provider)
+            attempt = await self._once_on(run, plan, once, panic)
             if attempt is not None:
                 return attempt, run.attempts
         raise run.final()

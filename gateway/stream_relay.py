@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -124,7 +124,7 @@ class StreamRelay:
         return _Budgets(meter, call, limits.prompt.get(target.name, 0))
 
     async def relay(self, leg: Leg, progress: Progress, spend: CallSpend,
-                    limits: CallLimits | None) -> AsyncIterator[StreamEvent]:  # fmt: skip
+                    limits: CallLimits | None) -> AsyncGenerator[StreamEvent, None]:  # fmt: skip
         """The leg's events to the client; a break it could continue is left in `progress.broken`."""
         (events, head), target = leg.run.result, leg.run.target
         spend.on(target.entry)

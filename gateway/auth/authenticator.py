@@ -7,12 +7,16 @@ import hashlib
 import hmac
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from gateway.auth.audit import Audit
 from gateway.auth.cache import Entry, KeyCache, RegistryUnavailable
 from gateway.auth.keys import KeyHasher, KeyRecord, parse_key
 from gateway.schema import ErrorKind, GatewayError, forbidden, unauthenticated
 from gateway.schema.principal import ALL_SCOPES, OPEN, Principal, Scope
+
+if TYPE_CHECKING:
+    from gateway.auth.jwt_verifier import JwtVerifier
 
 RECHECK_S = 1.0
 
@@ -43,14 +47,14 @@ class Authenticator:
     """`keys` mode: gateway keys (+ bootstrap admin keys, + JWTs when configured); `open` mode: anyone, as OPEN."""
 
     def __init__(self, mode: str, audit: Audit, hasher: KeyHasher | None = None, cache: KeyCache | None = None,
-                 admin_keys: tuple[str, ...] = (), jwt: object | None = None) -> None:  # fmt: skip
+                 admin_keys: tuple[str, ...] = (), jwt: JwtVerifier | None = None) -> None:  # fmt: skip
         if mode == "keys" and (hasher is None or cache is None):
             raise ValueError("keys mode needs a pepper and a key cache")
         self.mode = mode
         self.audit = audit
         self._hasher = hasher
         self.cache = cache
-        self._jwt = jwt  # a JwtVerifier (gateway.auth.jwt_verifier)
+        self._jwt = jwt
         # bootstrap admin keys: digest -> id (the values themselves are not kept)
         self._admin = {hasher.digest(k): admin_key_id(k) for k in admin_keys} if hasher else {}
         self._principals: dict[tuple[str, int], Principal] = {}  # (key id, revision) -> its principal
@@ -67,10 +71,10 @@ class Authenticator:
             self.audit.deny(route, exc, key_id=parsed[0] if parsed else None)
             raise
         if scope is not None and not principal.has_scope(scope):
-            exc = (forbidden("admin_required", "this endpoint needs a key with the `admin` scope") if scope == "admin"
+            err = (forbidden("admin_required", "this endpoint needs a key with the `admin` scope") if scope == "admin"
                    else forbidden("scope_not_allowed", f"this key lacks the `{scope}` scope"))  # fmt: skip
-            self.audit.deny(route, exc, principal)
-            raise exc
+            self.audit.deny(route, err, principal)
+            raise err
         self.audit.allow(route, principal)
         return principal
 
@@ -132,7 +136,8 @@ class Authenticator:
         return None
 
     async def _from_jwt(self, token: str) -> Principal:
-        identity = await self._jwt.verify(token)  # type: ignore[attr-defined]
+        assert self._jwt is not None  # only called when JWTs are configured (_identify)
+        identity = await self._jwt.verify(token)
         scopes = tuple(s for s in identity.scopes if s in ALL_SCOPES)
         return Principal(key_id=identity.key_id, via="jwt", org=identity.org, user=identity.user,
                          daemons=identity.daemons, models=identity.models, scopes=scopes,

@@ -237,6 +237,7 @@ class JwtVerifier:
         daemons = _list_claim(payload, claims.daemons) or ()
         models = _list_claim(payload, claims.models)
         scopes = _list_claim(payload, claims.scopes)
+        granted: tuple[str, ...]
         if scopes is None:  # the configured default, which never grants admin: only a claim does
             granted = tuple(s for s in self._config.default_scopes if s != "admin")
         else:  # other OAuth scopes (openid, email, ...) are not the gateway's

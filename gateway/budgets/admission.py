@@ -107,9 +107,9 @@ class Admission:
             if not done:
                 decision = Decision("allow", estimate)
             else:
-                action, _, refused = done[-1]
+                action, _, last = done[-1]
                 detail = "; ".join(f"{a}: {d}" for a, d, _ in done)
-                decision = Decision(action, estimate, refused.account.budget, refused.available, detail)
+                decision = Decision(action, estimate, last.account.budget, last.available, detail)
             return Admitted(hold, request, entries, self._record(decision, request))
 
     async def admit_embeddings(self, request: EmbeddingsRequest, entries: dict[str, ModelEntry]) -> Hold | None:

@@ -19,6 +19,9 @@ from gateway.tokens import TokenEstimator
 ACCOUNTS_CACHE = 4096  # callers whose accounts are kept (a turn id is a new caller)
 DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output (configurable)
 
+# a caller's accounts are cached under (UTC day, daemon, org, user, turn id, key id)
+CallerKey = tuple[int, str | None, str | None, str | None, str | None, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
@@ -52,7 +55,7 @@ class Spending:
     def __init__(self, policy: BudgetPolicy, gate: BudgetGate, pricer: Pricer, tokens: TokenEstimator,
                  kind_of: Callable[[str], str], default_output: int = DEFAULT_MAX_OUTPUT) -> None:  # fmt: skip
         self.policy, self.gate, self.default_output = policy, gate, default_output
-        self._accounts: dict[tuple[int, str | None, ...], list[Account]] = {}
+        self._accounts: dict[CallerKey, list[Account]] = {}
         self._pricer, self._tokens, self._kind_of = pricer, tokens, kind_of
 
     def accounts(self, meta: GatewayMetadata) -> list[Account]:
@@ -116,10 +119,10 @@ class Spending:
         linear = self._pricer.linear(self._kind_of(entry.provider), entry.price_as or entry.upstream)
         if linear is not None:  # dollars per million tokens -> pico-dollars per token
             per_in, per_out = (p * PICOS / 1_000_000 for p in linear)
-            left -= input_tokens * per_in
-            if left < 0:
+            for_output = left - input_tokens * per_in
+            if for_output < 0:
                 return 0
-            return cap if per_out == 0 else min(cap, int(left / per_out))
+            return cap if per_out == 0 else min(cap, int(for_output / per_out))
 
         def fits(out: int) -> bool:
             return to_picos(self.price(entry, Usage(input_tokens=input_tokens, output_tokens=out))) <= left

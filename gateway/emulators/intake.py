@@ -73,7 +73,8 @@ class Intake:
             )
 
     def call(self, call_type: type[C], request: web.Request, ctx: EmulatorContext, endpoint: str, **extra: Any) -> C:
-        args = (self.request_id, self.raw, {}, self.model, self.fault, self.timing)
+        body: dict[str, Any] = {}  # each provider sets the body once its intake checks pass
+        args = (self.request_id, self.raw, body, self.model, self.fault, self.timing)
         return call_type(request, ctx, endpoint, *args, **extra)
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from gateway.providers.base import Target
 from gateway.providers.forced_json import DESCRIPTION, JSON_TOOL, is_answer, json_schema_of
-from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
+from gateway.schema import ChatRequest, FinishReason, Message, NamedToolChoice, ToolCall, Usage
 
 DEFAULT_MAX_TOKENS = 4096
-STOP_REASONS = {
+STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "pause_turn": "stop",

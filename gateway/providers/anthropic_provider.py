@@ -22,6 +22,7 @@ from gateway.schema import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
+    FinishReason,
     GatewayError,
     StreamEvent,
     TextDelta,
@@ -59,7 +60,7 @@ class AnthropicProvider:
             provider_code="refusal",
         )
 
-    def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> str:
+    def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> FinishReason:
         """The normalized finish reason; a refusal is no answer (content_filtered, with what it billed)."""
         finish = STOP_REASONS.get(stop_reason or "", "stop")
         if finish == "content_filter":
@@ -149,7 +150,7 @@ class _MessagesStream:
         return self._adapter._fail(type_kind(error.get("type"), message), f"error inside the stream: {message}",
                                    self._target, provider_code=error.get("type"))  # fmt: skip
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.finish(stop, self._target, usage, self._request.wants_json)
 
     def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:

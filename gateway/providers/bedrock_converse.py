@@ -9,9 +9,18 @@ from typing import Any
 from gateway.config import Guardrail
 from gateway.providers.bedrock_families import family_of, family_problem, fold_system
 from gateway.providers.forced_json import DESCRIPTION, JSON_TOOL, is_answer, json_schema_of
-from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, Usage, validation_error
+from gateway.schema import (
+    ChatRequest,
+    ContentPart,
+    FinishReason,
+    Message,
+    NamedToolChoice,
+    ToolCall,
+    Usage,
+    validation_error,
+)
 
-STOP_REASONS = {
+STOP_REASONS: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",

@@ -33,6 +33,7 @@ from gateway.schema import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
+    FinishReason,
     GatewayError,
     StreamEvent,
     TextDelta,
@@ -95,7 +96,7 @@ class BedrockProvider:
             return unsupported_chat(request, target.upstream)
         return _dimensions_problem(request, target)
 
-    def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> str:
+    def finish(self, stop_reason: str | None, target: Target, usage: Usage, json_mode: bool) -> FinishReason:
         if stop_reason in FILTERED:
             raise self._fail(ErrorKind.CONTENT_FILTERED, f"the answer was blocked (stopReason={stop_reason})",
                              target, usage, provider_code=stop_reason)  # fmt: skip
@@ -121,7 +122,7 @@ class BedrockProvider:
         text, calls = content_of(_blocks_of(raw), request.wants_json)
         request_id = (raw.get("ResponseMetadata") or {}).get("RequestId") or new_id("bedrock")
         return ChatResponse(
-            id=request_id, text=text, tool_calls=calls, finish_reason=finish, usage=usage,  # type: ignore[arg-type]
+            id=request_id, text=text, tool_calls=calls, finish_reason=finish, usage=usage,
             provider=self.name, model=target.name, upstream_model=target.upstream, created=int(time.time()),
         )  # fmt: skip
 
@@ -241,7 +242,7 @@ class _ConverseStream:
             return Ending(usage=usage_of(item["metadata"].get("usage")))
         return None
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.finish(stop, self._target, usage, self._request.wants_json)
 
     def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:
@@ -275,7 +276,7 @@ class _ReplayedConverse:
             yield ToolCallDelta(index=index, id=call.id, name=call.name, arguments=call.arguments)
         yield Ending(stop=self._raw.get("stopReason"), usage=usage_of(self._raw.get("usage")))
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.finish(stop, self._target, usage, self._request.wants_json)
 
     def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:

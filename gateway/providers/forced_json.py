@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.schema import ChatRequest, TextDelta, ToolCallDelta
+from gateway.schema import ChatRequest, FinishReason, TextDelta, ToolCallDelta
 
 JSON_TOOL = "json_response"
 DESCRIPTION = "Reply with the JSON answer."
@@ -24,7 +24,7 @@ def is_answer(name: str | None, json_mode: bool) -> bool:
     return json_mode and name == JSON_TOOL
 
 
-def finish_of(finish: str, json_mode: bool) -> str:
+def finish_of(finish: FinishReason, json_mode: bool) -> FinishReason:
     """In JSON mode the forced tool call is how the answer ends, so it ends as `stop`."""
     return "stop" if json_mode and finish == "tool_calls" else finish
 

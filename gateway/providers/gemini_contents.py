@@ -8,9 +8,14 @@ import secrets
 from typing import Any
 
 from gateway.providers.gemini_schema import sanitize_schema
-from gateway.schema import ChatRequest, Message, NamedToolChoice, ToolCall, Usage
+from gateway.schema import ChatRequest, FinishReason, Message, NamedToolChoice, ToolCall, Usage
 
-FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "FINISH_REASON_UNSPECIFIED": "stop", "OTHER": "stop"}
+FINISH: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "FINISH_REASON_UNSPECIFIED": "stop",
+    "OTHER": "stop",
+}
 BLOCKED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"})
 _CALL_PREFIX = "gcall"
 
@@ -43,10 +48,10 @@ def _parts(message: Message) -> list[dict[str, Any]]:
                 parts.append({"file_data": {"file_uri": part.url, "mime_type": part.media_type or "image/jpeg"}})
     for call in message.tool_calls:
         args = json.loads(call.arguments) if call.arguments.strip() else {}
-        part: dict[str, Any] = {"function_call": {"name": call.name, "args": args}}
+        call_part: dict[str, Any] = {"function_call": {"name": call.name, "args": args}}
         if (signature := signature_of(call.id)) is not None:
-            part["thought_signature"] = signature
-        parts.append(part)
+            call_part["thought_signature"] = signature
+        parts.append(call_part)
     return parts
 
 

@@ -21,6 +21,7 @@ from gateway.schema import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
+    FinishReason,
     GatewayError,
     StreamEvent,
     TextDelta,
@@ -89,7 +90,7 @@ class GeminiProvider:
             raise self._fail(ErrorKind.CONTENT_FILTERED, f"the prompt was blocked ({_name(feedback.block_reason)})",
                              target, usage, provider_code=_name(feedback.block_reason))  # fmt: skip
 
-    def finish(self, reason: Any, has_calls: bool, target: Target, usage: Usage) -> str:
+    def finish(self, reason: Any, has_calls: bool, target: Target, usage: Usage) -> FinishReason:
         name = _name(reason)
         if name in BLOCKED:
             raise self._fail(ErrorKind.CONTENT_FILTERED, f"the answer was blocked (finishReason={name})", target,
@@ -112,7 +113,7 @@ class GeminiProvider:
         finish = self.finish(raw.candidates[0].finish_reason, bool(calls), target, usage)
         return ChatResponse(
             id=raw.response_id or new_id("gemini"), text="".join(texts) if texts else None, tool_calls=tuple(calls),
-            finish_reason=finish, usage=usage, provider=self.name, model=target.name,  # type: ignore[arg-type]
+            finish_reason=finish, usage=usage, provider=self.name, model=target.name,
             upstream_model=raw.model_version or target.upstream, created=int(time.time()),
         )  # fmt: skip
 
@@ -130,7 +131,7 @@ class GeminiProvider:
         return int(raw.total_tokens or 0)
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
-        config: dict[str, Any] = {}
+        config: types.EmbedContentConfigDict = {}
         if request.dimensions is not None:
             config["output_dimensionality"] = request.dimensions
         if request.input_type is not None:
@@ -198,7 +199,7 @@ class _ContentStream:
             out.append(Ending(stop=candidate.finish_reason, marker=True))  # Gemini's terminal marker
         return out
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.finish(stop, self._calls > 0, self._target, usage)
 
     def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:

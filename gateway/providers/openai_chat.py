@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.providers.base import Target
-from gateway.schema import ChatRequest, ContentPart, Message, NamedToolChoice, ToolCall, ToolSpec, Usage
+from gateway.schema import ChatRequest, ContentPart, FinishReason, Message, NamedToolChoice, ToolCall, ToolSpec, Usage
 
-FINISH_REASONS = {
+FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "tool_calls",

@@ -29,6 +29,7 @@ from gateway.schema import (
     EmbeddingsRequest,
     EmbeddingsResponse,
     ErrorKind,
+    FinishReason,
     GatewayError,
     StreamEvent,
     TextDelta,
@@ -119,14 +120,14 @@ class OpenAIProvider:
             return drive(_ResponsesStream(self, request, target), target)
         return drive(_ChatStream(self, request, target), target)
 
-    def chat_finish(self, finish_reason: str | None, target: Target, usage: Usage) -> str:
+    def chat_finish(self, finish_reason: str | None, target: Target, usage: Usage) -> FinishReason:
         """The normalized finish reason of a Chat Completions answer; its content filter is no answer."""
         finish = FINISH_REASONS.get(finish_reason or "", "stop")
         if finish == "content_filter":
             raise self._content_filtered(target, usage)
         return finish
 
-    def responses_finish(self, terminal: dict[str, Any], target: Target, usage: Usage, has_calls: bool) -> str:
+    def responses_finish(self, terminal: dict[str, Any], target: Target, usage: Usage, has_calls: bool) -> FinishReason:
         """The normalized finish reason of a Responses answer; a failed response broke after it started."""
         if terminal.get("status") == "failed":
             message = (terminal.get("error") or {}).get("message") or "response failed"
@@ -205,7 +206,7 @@ class _ChatStream:
                 if choice.get("finish_reason"):
                     yield Ending(stop=choice["finish_reason"])
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.chat_finish(stop, self._target, usage)
 
     def error(self, exc: BaseException, *, started: bool, usage: Usage | None) -> GatewayError:
@@ -248,5 +249,5 @@ class _ResponsesStream(_ChatStream):
                 yield Ending(stop=terminal, usage=usage_from_responses(terminal.get("usage")), marker=True)
                 return
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         return self._adapter.responses_finish(stop, self._target, usage, bool(self._tools))

@@ -6,7 +6,16 @@ from typing import Any
 
 from gateway.providers.base import Target
 from gateway.providers.openai_chat import image_url
-from gateway.schema import ChatRequest, EmbeddingsRequest, Message, NamedToolChoice, ToolCall, Usage, validation_error
+from gateway.schema import (
+    ChatRequest,
+    EmbeddingsRequest,
+    FinishReason,
+    Message,
+    NamedToolChoice,
+    ToolCall,
+    Usage,
+    validation_error,
+)
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
@@ -117,7 +126,7 @@ def output_of(response: dict[str, Any]) -> tuple[str | None, tuple[ToolCall, ...
     return ("".join(texts) if texts else None), tuple(calls)
 
 
-def finish_reason_of(response: dict[str, Any], has_calls: bool) -> str:
+def finish_reason_of(response: dict[str, Any], has_calls: bool) -> FinishReason:
     """Normalized finish reason for a Responses result (status + incomplete_details)."""
     if response.get("status") == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")

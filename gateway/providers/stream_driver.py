@@ -11,6 +11,7 @@ from gateway.providers.base import Target, new_id, provider_error
 from gateway.schema import (
     ErrorKind,
     FinishEvent,
+    FinishReason,
     GatewayError,
     StartEvent,
     StreamEvent,
@@ -46,7 +47,7 @@ class StreamSource(Protocol):
 
     def events(self) -> AsyncIterator[StreamEvent | Ending]: ...
 
-    def finish(self, stop: Any, usage: Usage) -> str:
+    def finish(self, stop: Any, usage: Usage) -> FinishReason:
         """The normalized finish reason; raises for an ending that is no answer (filtered, malformed)."""
         ...
 
@@ -137,4 +138,4 @@ async def drive(source: StreamSource, target: Target) -> AsyncIterator[StreamEve
     if not progress.complete:
         raise provider_error(source.name, ErrorKind.TRUNCATED_STREAM, f"the stream ended without {source.marker} "
                              f"after {progress.deltas} deltas", target, usage)  # fmt: skip
-    yield FinishEvent(finish_reason=source.finish(progress.stop, usage), usage=usage)  # type: ignore[arg-type]
+    yield FinishEvent(finish_reason=source.finish(progress.stop, usage), usage=usage)

@@ -115,7 +115,7 @@ class MessageStreamEncoder:
                     "type": "input_json_delta", "partial_json": event.arguments}})  # fmt: skip
             return out
         if isinstance(event, StartEvent):
-            msg = {
+            msg: dict[str, Any] = {
                 "id": event.id,
                 "type": "message",
                 "role": "assistant",

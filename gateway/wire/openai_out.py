@@ -36,7 +36,7 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:
-    error = {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}
+    error: dict[str, Any] = {"message": exc.message, "type": exc.error_type, "param": exc.param, "code": exc.code}
     if len(exc.history) > 1:
         error["attempts"] = [a.as_dict() for a in exc.history]
     return {"error": error}

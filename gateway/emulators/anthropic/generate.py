@@ -109,8 +109,8 @@ def _int(body: Mapping[str, Any], name: str, minimum: int) -> int | None:
 
 
 def _image_tokens(block: Mapping[str, Any], where: str) -> int:
-    source = block.get("source")
-    kind = source.get("type") if isinstance(source, Mapping) else None
+    source = s if isinstance(s := block.get("source"), Mapping) else {}
+    kind = source.get("type")
     if kind == "base64" and isinstance(source.get("data"), str) and isinstance(source.get("media_type"), str):
         return IMAGE_TOKENS
     if kind == "url" and isinstance(source.get("url"), str):
@@ -143,7 +143,7 @@ def _block_tokens(block: Mapping[str, Any], where: str) -> int:
     if kind == "image":
         return _image_tokens(block, where)
     if kind == "document":
-        source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+        source = s if isinstance(s := block.get("source"), Mapping) else {}
         return count_tokens(source.get("data")) if source.get("type") == "text" else IMAGE_TOKENS
     if kind == "tool_use":
         return count_tokens(str(block.get("name", ""))) + count_json_tokens(block.get("input") or {})

@@ -90,8 +90,9 @@ def stream_plan(call: AnthropicCall, out: Output, msg_id: str) -> StreamPlan:
     plan.head = [event("content_block_start", {"index": 0, "content_block": _start_block(blocks[0])}), event("ping")]
     for i, block in enumerate(blocks):
         groups = deltas_of(block.pieces) if block.kind in ("text", "thinking") else [[p] for p in block.pieces]
-        writes = [[event("content_block_delta", {"index": i, "delta": _delta(block, "".join(g))}), len(g)]
-                  for g in groups]  # fmt: skip
+        writes: list[list[Any]] = [  # [data, tokens] per write, edited in place below
+            [event("content_block_delta", {"index": i, "delta": _delta(block, "".join(g))}), len(g)] for g in groups
+        ]
         if block.kind == "thinking" and writes:
             sig = {"index": i, "delta": {"type": "signature_delta", "signature": block.signature}}
             writes[-1][0] += event("content_block_delta", sig)

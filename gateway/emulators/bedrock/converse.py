@@ -127,7 +127,9 @@ def _tool_result_text(result: Mapping[str, Any]) -> str:
 
 def system_prompt(blocks: list[Any]) -> tuple[int, tuple[int, str] | None]:
     """(tokens, cacheable prefix): the prefix is the system text before the last `cachePoint` block."""
-    tokens, texts, prefix = 0, [], None
+    tokens = 0
+    texts: list[str] = []
+    prefix: tuple[int, str] | None = None
     for block in blocks:
         if not isinstance(block, Mapping):
             raise validation("Malformed input request: each 'system' item must be an object.")
@@ -348,6 +350,7 @@ async def converse(call: Call) -> web.StreamResponse:
     check_features(call.model, call.body, stream=False)
     ans = answer(call, conversation(call.body))
     delay = max(call.timing.latency_s, call.timing.slow_s if call.behaviour is Behaviour.SLOW else 0.0)
+    content: list[dict[str, Any]]
     if ans.tool_calls:
         content = [
             {"toolUse": {"toolUseId": c.call_id, "name": c.name, "input": _tool_input(c)}} for c in ans.tool_calls

@@ -199,7 +199,7 @@ def parse_contents(body: Mapping[str, Any], signed: bool) -> Parsed:
         system = {"parts": [{"text": system}]}
     if isinstance(system, Mapping):
         before = parsed.text_tokens
-        parts = system.get("parts") if isinstance(system.get("parts"), list) else []
+        parts = p if isinstance(p := system.get("parts"), list) else []
         parsed.system_text, _ = _parts_text(parsed, parts, "system_instruction", "system", False)
         parsed.system_tokens = parsed.text_tokens - before
     if results:

@@ -122,7 +122,7 @@ def fault_error(kind: FaultKind, fault: Fault | None, window: int) -> GeminiErro
 
 
 def bad_key_error() -> GeminiError:
-    details = [
+    details: list[dict[str, Any]] = [
         {
             "@type": TYPE + "ErrorInfo",
             "reason": "API_KEY_INVALID",

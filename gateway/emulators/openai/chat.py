@@ -60,7 +60,7 @@ def chat_request(body: Mapping[str, Any]) -> Request:
         for t in body.get("tools") or []
         if isinstance(t, Mapping) and t.get("type", "function") == "function" and isinstance(t.get("function"), Mapping)
     ]
-    fmt = body.get("response_format") if isinstance(body.get("response_format"), Mapping) else {}
+    fmt = f if isinstance(f := body.get("response_format"), Mapping) else {}
     schema_spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
     max_tokens = body.get("max_completion_tokens")
     param = "max_completion_tokens" if max_tokens is not None else "max_tokens"

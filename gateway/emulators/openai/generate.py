@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.emulators.call import Call
 from gateway.emulators.faults import Behaviour, FaultKind
-from gateway.emulators.openai.common import Call
 from gateway.emulators.openai.wire import OpenAIError, context_length_error, new_id
 from gateway.emulators.text import (
     IMAGE_TOKENS,

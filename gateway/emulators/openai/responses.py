@@ -70,8 +70,8 @@ def responses_request(body: Mapping[str, Any]) -> Request:
         for t in body.get("tools") or []
         if isinstance(t, Mapping) and t.get("type") == "function"
     ]
-    text = body.get("text") if isinstance(body.get("text"), Mapping) else {}
-    fmt = text.get("format") if isinstance(text.get("format"), Mapping) else {}
+    text = tx if isinstance(tx := body.get("text"), Mapping) else {}
+    fmt = f if isinstance(f := text.get("format"), Mapping) else {}
     return Request(
         tools=tools,
         tools_tokens=count_json_tokens(body["tools"]) if body.get("tools") else 0,
