@@ -77,6 +77,9 @@ class ProviderConfig(_Strict):
     # Extra HTTP headers on every upstream call (an OpenAI-Project, a proxy's routing header; not for Bedrock,
     # whose requests are signed).
     headers: dict[str, str] = {}
+    # How the openai and anthropic adapters send HTTP: `fast` (their own aiohttp session speaking the SDK's wire
+    # format; the default) or `sdk` (through the official SDK's client). Gemini and Bedrock use their SDKs.
+    transport: Literal["fast", "sdk"] | None = None
 
     @model_validator(mode="after")
     def _bedrock_has_regions(self) -> ProviderConfig:
@@ -86,6 +89,8 @@ class ProviderConfig(_Strict):
             raise ValueError("`regions` and `sts_endpoint_url` are for bedrock providers only")
         if self.kind == "bedrock" and self.headers:
             raise ValueError("`headers` are not supported for bedrock providers (their requests are signed)")
+        if self.transport == "fast" and self.kind in ("gemini", "bedrock"):
+            raise ValueError("`transport: fast` exists for openai and anthropic providers (gemini and bedrock: sdk)")
         return self
 
     @property
@@ -134,6 +139,9 @@ class ServerConfig(_Strict):
     max_ongoing_requests: int = Field(default=1000, ge=1)
     max_queued_requests: int = Field(default=2000, ge=-1)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    # Serve's access log (a line per request in the replica's log): off by default, since every request already
+    # leaves an audit event with its caller. On, the replica's Serve logger runs at INFO (else at WARNING).
+    access_log: bool = False
 
 
 class Price(_Strict):

@@ -1,8 +1,7 @@
-"""The Anthropic adapter: Messages, streamed and not, through the official SDK's client (retries off)."""
+"""The Anthropic adapter: Messages, streamed and not, in the official SDK's wire format (retries off)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,12 +9,13 @@ from typing import Any
 import anthropic
 
 from gateway.config import ProviderConfig
+from gateway.json_codec import loads
 from gateway.providers.anthropic_errors import map_anthropic_error, type_kind
 from gateway.providers.anthropic_messages import STOP_REASONS, content_of, messages_body, usage_of
 from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.forced_json import ToolBlocks, finish_of
-from gateway.providers.sdk_http import SdkHttp, sdk_client
 from gateway.providers.stream_driver import Ending, drive
+from gateway.providers.transport import provider_http
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -36,8 +36,7 @@ class AnthropicProvider:
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        client = sdk_client(anthropic, anthropic.AsyncAnthropic, config)
-        self._http = SdkHttp(client, name, map_anthropic_error)
+        self._http = provider_http(anthropic, anthropic.AsyncAnthropic, config, name, map_anthropic_error)
 
     def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
         """Nothing in the normalized schema is refused before the call (images by URL included)."""
@@ -112,7 +111,7 @@ class _MessagesStream:
 
     async def events(self) -> AsyncIterator[StreamEvent | Ending]:
         async for sse in self._http.events(self._upstream):
-            event = json.loads(sse.data)
+            event = loads(sse.data)
             kind = event.get("type") or sse.event
             if kind == "content_block_delta":
                 if (delta := self._delta(event)) is not None:
@@ -158,4 +157,4 @@ class _MessagesStream:
 
     async def close(self) -> None:
         if self._upstream is not None:
-            await self._upstream.aclose()
+            await self._http.close_stream(self._upstream)

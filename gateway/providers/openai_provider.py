@@ -1,15 +1,18 @@
-"""The OpenAI adapter: Chat Completions, Responses and Embeddings through the official SDK (retries off)."""
+"""The OpenAI adapter: Chat Completions, Responses and Embeddings in the official SDK's wire format (retries off)."""
 
 from __future__ import annotations
 
-import json
+import base64
+import sys
 import time
+from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 
 from gateway.config import ProviderConfig
+from gateway.json_codec import loads
 from gateway.providers.base import Target, new_id, provider_error
 from gateway.providers.openai_chat import FINISH_REASONS, chat_params, tool_calls_from_openai, usage_from_openai
 from gateway.providers.openai_errors import body_kind, map_openai_error
@@ -21,8 +24,8 @@ from gateway.providers.openai_responses import (
     responses_problem,
     usage_from_responses,
 )
-from gateway.providers.sdk_http import SdkHttp, sdk_client
 from gateway.providers.stream_driver import Ending, drive
+from gateway.providers.transport import provider_http
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -43,8 +46,7 @@ class OpenAIProvider:
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
-        self._client = sdk_client(openai, openai.AsyncOpenAI, config)
-        self._http = SdkHttp(self._client, name, map_openai_error)
+        self._http = provider_http(openai, openai.AsyncOpenAI, config, name, map_openai_error)
 
     def unsupported(self, request: ChatRequest | EmbeddingsRequest, target: Target) -> str | None:
         """The Responses API has no stop sequences; everything else is taken as sent."""
@@ -146,28 +148,42 @@ class OpenAIProvider:
     # -- embeddings -----------------------------------------------------------------------------
 
     async def embed(self, request: EmbeddingsRequest, target: Target) -> EmbeddingsResponse:
-        # encoding_format left unset: the SDK then asks for base64 and decodes it (the compact wire form)
-        params: dict[str, Any] = {"model": target.upstream, "input": list(request.texts)}
+        # base64, as the SDK asks by default: the compact wire form, decoded here
+        params: dict[str, Any] = {"model": target.upstream, "input": list(request.texts), "encoding_format": "base64"}
         if request.dimensions is not None:
             params["dimensions"] = request.dimensions
+        raw = await self._http.post_json("/embeddings", params, target)
         try:
-            raw = await self._client.embeddings.create(**params)
-        except Exception as exc:
-            raise self._http.error(exc, target) from None
-        vectors = tuple(tuple(d.embedding) for d in sorted(raw.data, key=lambda d: d.index))
+            vectors = _vectors(raw["data"])
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = f"malformed embeddings: {type(exc).__name__}"
+            raise self._fail(ErrorKind.INVALID_RESPONSE, problem, target) from None
         if len(vectors) != len(request.texts):
             raise self._fail(
                 ErrorKind.INVALID_RESPONSE, f"{len(vectors)} vectors for {len(request.texts)} inputs", target
             )
-        prompt = raw.usage.prompt_tokens if raw.usage else 0
         return EmbeddingsResponse(
             vectors=vectors,
             dimensions=len(vectors[0]),
             model=target.name,
-            upstream_model=raw.model or target.upstream,
+            upstream_model=raw.get("model") or target.upstream,
             provider=self.name,
-            usage=Usage(input_tokens=prompt),
+            usage=Usage(input_tokens=(raw.get("usage") or {}).get("prompt_tokens") or 0),
         )
+
+
+def _vectors(data: list[dict[str, Any]]) -> tuple[tuple[float, ...], ...]:
+    """The answer's vectors in input order; a base64 one is little-endian float32, a list is taken as it is."""
+    return tuple(_vector(d["embedding"]) for d in sorted(data, key=lambda d: d["index"]))
+
+
+def _vector(value: str | list[float]) -> tuple[float, ...]:
+    if not isinstance(value, str):
+        return tuple(float(x) for x in value)
+    floats = array("f", base64.b64decode(value))
+    if sys.byteorder == "big":
+        floats.byteswap()
+    return tuple(floats)
 
 
 class _ChatStream:
@@ -190,7 +206,7 @@ class _ChatStream:
             if sse.data == "[DONE]":
                 yield Ending(marker=True)
                 return
-            chunk = json.loads(sse.data)
+            chunk = loads(sse.data)
             if isinstance(error := chunk.get("error"), dict):
                 raise self._adapter.stream_error(error, "type", self._target)
             if chunk.get("usage"):
@@ -214,7 +230,7 @@ class _ChatStream:
 
     async def close(self) -> None:
         if self._upstream is not None:
-            await self._upstream.aclose()
+            await self._http.close_stream(self._upstream)
 
 
 class _ResponsesStream(_ChatStream):
@@ -232,7 +248,7 @@ class _ResponsesStream(_ChatStream):
 
     async def events(self) -> AsyncIterator[StreamEvent | Ending]:
         async for sse in self._http.events(self._upstream):
-            event = json.loads(sse.data)
+            event = loads(sse.data)
             kind = event.get("type")
             if kind == "response.output_text.delta":
                 yield TextDelta(text=event["delta"])

@@ -1,12 +1,13 @@
-"""Error mapping shared by the Stainless-generated SDKs (openai, anthropic): transport errors by root cause,
-status errors through a provider's own classifier, and 'broken after it started' → truncated_stream."""
+"""Error mapping shared by the Stainless-generated SDKs (openai, anthropic) and the lean transport under the same
+adapters: transport errors by root cause, status errors through a provider's own classifier, and 'broken after it
+started' → truncated_stream."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
-from types import ModuleType
+from collections.abc import Callable, Mapping
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,20 @@ import httpx2
 from gateway.providers.headers import retry_after_seconds
 from gateway.schema import ErrorKind, GatewayError, Usage
 from gateway.schema.errors import BROKE_MID_STREAM
+
+
+class UpstreamStatus(Exception):
+    """An error status the lean transport received, shaped like the SDKs' status errors for their classifiers:
+    `status_code`, `body` (the parsed answer), `code` / `type` / `message` of its `error` object, `response.headers`."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str]) -> None:
+        inner = body.get("error", body) if isinstance(body, dict) else None
+        error = inner if isinstance(inner, dict) else {}
+        self.status_code, self.body, self.response = status, body, SimpleNamespace(headers=headers)
+        code, kind = error.get("code"), error.get("type")
+        self.code, self.type = (None if code is None else str(code)), (None if kind is None else str(kind))
+        self.message = upstream_message(body, f"HTTP {status}")
+        super().__init__(f"Error code: {status} - {self.message}")
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -65,7 +80,7 @@ def map_sdk_error(
         if root is exc and isinstance(exc, sdk.APITimeoutError):
             return err(ErrorKind.TIMEOUT, "upstream timed out")
         return err(ErrorKind.CONNECTION, f"upstream connection failed: {type(root).__name__}: {root}")
-    if isinstance(exc, sdk.APIStatusError):
+    if isinstance(exc, sdk.APIStatusError | UpstreamStatus):
         kind = status_kind(exc)
         status = getattr(exc, "status_code", None) or getattr(exc, "code", None)
         body = getattr(exc, "body", None) or getattr(exc, "details", None)  # google-genai keeps the body in .details

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gateway.config import ModelEntry, ProviderConfig
 from gateway.providers.base import Provider, Target
@@ -26,11 +26,12 @@ class Case:
     midstream_fault: str | None = None  # the provider's own in-stream error after content started
     safety_faults: tuple[str, ...] = ()  # the provider's own safety outcomes beyond `content-filter`
     fault_kinds: dict[str, ErrorKind] = field(default_factory=dict)  # where a provider differs from the default
+    transport: str | None = None  # openai / anthropic: the lean transport unless "sdk"
 
     def provider(self, emulator_url: str, read_timeout: float = 1.0, headers: dict | None = None) -> Provider:
         config = ProviderConfig(
             kind=self.kind, base_url=emulator_url + self.path, api_key="sk-test", headers=headers or {},
-            timeouts={"connect": 2, "read": read_timeout, "total": 10},
+            timeouts={"connect": 2, "read": read_timeout, "total": 10}, transport=self.transport,
             **({"regions": [{"name": "us-east-1"}], "aws_access_key_id": "test", "aws_secret_access_key": "test"}
                if self.kind == "bedrock" else {}),
         )  # fmt: skip
@@ -49,7 +50,7 @@ class Case:
         return self.fault_kinds.get(fault, default)
 
 
-CASES = [
+PRIMARY = [
     Case(
         "openai-chat",
         "openai",
@@ -122,3 +123,6 @@ CASES = [
         )
     ),
 ]
+# The adapters with a lean transport run every case through it (above) and through their official SDK (here).
+LEAN = ("openai", "anthropic")
+CASES = [*PRIMARY, *(replace(c, id=f"{c.id}-sdk", transport="sdk") for c in PRIMARY if c.kind in LEAN)]
