@@ -150,4 +150,11 @@ def build_app(config: GatewayConfig) -> Application:
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
+        logging_config=_serve_logging(server.access_log),
     ).bind(config, policy, prices, budgets, mode)
+
+
+def _serve_logging(access_log: bool) -> dict[str, Any]:
+    """Serve's replica logger: at WARNING unless the access log is on (an INFO line per request, which Serve builds
+    for every request even when its handler then filters it out)."""
+    return {"enable_access_log": access_log, "log_level": "INFO" if access_log else "WARNING"}

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.types import ASGIApp
 
 from gateway.auth.access import ROUTE_SCOPES, budget_org
 from gateway.auth.admin import KeyAdmin
@@ -23,6 +24,7 @@ from gateway.config import CorsConfig, GatewayConfig
 from gateway.control.status import provider_status
 from gateway.http_json import json_response, read_json
 from gateway.http_keys import KeysApi
+from gateway.ingress import Handler, Ingress
 from gateway.pipeline import Pipeline
 from gateway.schema import (
     ChatRequest,
@@ -331,13 +333,27 @@ class HttpApi:
         ]
         return json_response({"object": "list", "data": data})
 
-    def app(self) -> FastAPI:
+    def _error(self, http: Request, exc: GatewayError) -> Response:
+        self._audit_refusal(http, exc)
+        return error_response(exc)
+
+    def app(self) -> ASGIApp:
+        """The hot endpoints straight to their handlers (gateway.ingress), the rest through FastAPI; CORS around
+        both when configured."""
+        hot: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): self.chat_completions, ("POST", "/v1/messages"): self.messages,
+            ("POST", "/v1/embeddings"): self.embeddings, ("POST", "/v1/gateway/chat"): self.native_chat,
+        }  # fmt: skip
+        entry = Ingress(hot, self._fastapi(), self._error)
+        cors = self._config.auth.cors
+        return _allow_browsers(entry, cors) if cors is not None else entry
+
+    def _fastapi(self) -> FastAPI:
         api = FastAPI(title="LLM Gateway", docs_url=None, redoc_url=None)
 
         @api.exception_handler(GatewayError)
         async def _gateway_error(http: Request, exc: GatewayError) -> Response:
-            self._audit_refusal(http, exc)
-            return error_response(exc)
+            return self._error(http, exc)
 
         @api.exception_handler(Exception)
         async def _unexpected(_: Request, exc: Exception) -> Response:
@@ -355,8 +371,6 @@ class HttpApi:
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
         self._keys.mount(api)
-        if self._config.auth.cors is not None:
-            _allow_browsers(api, self._config.auth.cors)
 
         @api.get("/healthz")
         async def healthz() -> JSONResponse:
@@ -387,8 +401,8 @@ def _budget_meta(scope: str, key: str, org: str | None) -> GatewayMetadata:
         raise openai_in.pydantic_error(exc) from None
 
 
-def _allow_browsers(api: FastAPI, cors: CorsConfig) -> None:
+def _allow_browsers(app: ASGIApp, cors: CorsConfig) -> ASGIApp:
     """CORS for the named origins only (no cookies: a browser client sends its key in `Authorization`)."""
-    api.add_middleware(CORSMiddleware, allow_origins=list(cors.origins), allow_methods=list(cors.methods),
-                       allow_headers=list(cors.headers), allow_credentials=False, expose_headers=list(EXPOSED),
-                       max_age=cors.max_age_s)  # fmt: skip
+    return CORSMiddleware(app, allow_origins=list(cors.origins), allow_methods=list(cors.methods),
+                          allow_headers=list(cors.headers), allow_credentials=False, expose_headers=list(EXPOSED),
+                          max_age=cors.max_age_s)  # fmt: skip

@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from gateway.json_codec import dumps
 from gateway.schema import validation_error
-from gateway.wire import openai_out
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(openai_out.dumps(body), status_code=status, headers=headers, media_type="application/json")
+    return Response(dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
 async def read_json(request: Request) -> Any:

@@ -8,7 +8,60 @@ from collections.abc import AsyncIterator
 
 from gateway.schema import HeartbeatEvent, StreamEvent
 
-MAX_BATCH = 64
+
+class _Pump:
+    """The one task of a stream: it reads `events` as fast as they come and keeps what the writer has not taken.
+
+    Per event it costs a list append and, when the writer waits, one wake-up; the events one network read
+    delivered arrive in the same loop turn, so the writer takes them as one batch (one socket write)."""
+
+    def __init__(self, events: AsyncIterator[StreamEvent]) -> None:
+        self.ready: list[StreamEvent] = []
+        self.ended = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._task = asyncio.ensure_future(self._run(events))
+
+    async def _run(self, events: AsyncIterator[StreamEvent]) -> None:
+        try:
+            async for event in events:
+                self.ready.append(event)
+                if self._waiter is not None:
+                    self._wake()
+        except Exception as exc:
+            self.error = exc
+        finally:
+            self.ended = True
+            self._wake()
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, seconds: float) -> bool:
+        """Whether anything is ready (or the source ended) within `seconds`."""
+        if self.ready or self.ended:
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(seconds, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+        return bool(self.ready) or self.ended
+
+    def take(self) -> list[StreamEvent]:
+        batch, self.ready = self.ready, []
+        return batch
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._task
 
 
 async def batches_with_heartbeats(
@@ -16,47 +69,23 @@ async def batches_with_heartbeats(
 ) -> AsyncIterator[list[StreamEvent]]:
     """Group `events` into batches of what is ready now; a heartbeat whenever `interval` s pass with none.
 
-    Each batch becomes one socket write at the edge. An event the upstream delivered in the same
-    network read as the previous one is ready without waiting, so it joins the batch; an event
-    that has to wait for the network ends the batch. Writes then follow the upstream's own
-    pacing instead of one per token (a write costs tens of µs of kernel time on loopback). Closing
-    this iterator (client gone) cancels the pending read and closes `events`, and with it the
-    upstream call.
+    Each batch becomes one socket write at the edge. Events the upstream delivered in one network read are
+    ready together, so they form one batch; an event that has to wait for the network starts the next.
+    Writes then follow the upstream's own pacing instead of one per token (a write costs tens of µs of
+    kernel time on loopback). A failure after ready events is raised once they are delivered. Closing this
+    iterator (client gone) cancels the pump and closes `events`, and with it the upstream call.
     """
-    pending: asyncio.Future[StreamEvent] | None = None
-    exhausted = False
+    pump = _Pump(events)
     try:
-        while not exhausted:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            if not pending.done():
-                done, _ = await asyncio.wait((pending,), timeout=interval)
-                if not done:
-                    yield [HeartbeatEvent()]
-                    continue
-            batch: list[StreamEvent] = []
-            while True:
-                task, pending = pending, None
-                try:
-                    batch.append(task.result())
-                except StopAsyncIteration:
-                    exhausted = True
-                    break
-                except BaseException:
-                    if batch:
-                        yield batch
-                    raise
-                if len(batch) >= MAX_BATCH:
-                    break
-                pending = asyncio.ensure_future(anext(events))
-                await asyncio.sleep(0)  # one loop turn: an event already buffered completes in it
-                if not pending.done():
-                    break
-            if batch:
-                yield batch
+        while True:
+            if not await pump.wait(interval):
+                yield [HeartbeatEvent()]
+                continue
+            if pump.ready:
+                yield pump.take()
+            if pump.ended and not pump.ready:
+                if pump.error is not None:
+                    raise pump.error
+                return
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await events.aclose()  # type: ignore[attr-defined]
+        await pump.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.json_codec import dumps
 from gateway.schema import (
     ChatResponse,
     ErrorEvent,
@@ -17,7 +18,6 @@ from gateway.schema import (
     ToolCallDelta,
     Usage,
 )
-from gateway.wire.openai_out import dumps
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
                 "budget_exceeded": "max_tokens"}  # fmt: skip
@@ -76,7 +76,7 @@ def message(response: ChatResponse) -> dict[str, Any]:
 
 
 def _sse(name: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + dumps({"type": name, **data}).encode() + b"\n\n"
+    return b"event: " + name.encode() + b"\ndata: " + dumps({"type": name, **data}) + b"\n\n"
 
 
 class MessageStreamEncoder:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from typing import Any
 
+from gateway.json_codec import dumps
 from gateway.schema import (
     ChatResponse,
     EmbeddingsResponse,
@@ -22,7 +22,6 @@ from gateway.schema import (
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keep-alive\n\n"
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def usage_json(usage: Usage) -> dict[str, Any]:
@@ -93,7 +92,7 @@ class ChunkEncoder:
         }
         if self._include_usage:
             chunk["usage"] = None
-        return b"data: " + dumps(chunk).encode() + b"\n\n"
+        return b"data: " + dumps(chunk) + b"\n\n"
 
     def _usage_chunk(self, usage: Usage) -> bytes:
         chunk = {
@@ -104,7 +103,7 @@ class ChunkEncoder:
             "choices": [],
             "usage": usage_json(usage),
         }
-        return b"data: " + dumps(chunk).encode() + b"\n\n"
+        return b"data: " + dumps(chunk) + b"\n\n"
 
     def encode(self, event: StreamEvent) -> bytes:
         """SSE bytes for one event (empty for events the OpenAI format has no place for)."""
@@ -142,8 +141,8 @@ class ChunkEncoder:
                 out += self._usage_chunk(event.usage)
             return out + DONE
         body = {"error": {"message": info.message, "type": info.kind.value, "param": None, "code": info.code}}
-        return b"data: " + dumps(body).encode() + b"\n\n"  # no [DONE]: the SDK raises APIError on this
+        return b"data: " + dumps(body) + b"\n\n"  # no [DONE]: the SDK raises APIError on this
 
 
 def sse_error(exc: GatewayError) -> bytes:
-    return b"data: " + dumps(error_body(exc)).encode() + b"\n\n"
+    return b"data: " + dumps(error_body(exc)) + b"\n\n"

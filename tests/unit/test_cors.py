@@ -17,8 +17,7 @@ ORIGIN = "https://app.example.com"
 def client() -> TestClient:
     api = FastAPI()
     api.add_api_route("/v1/gateway/chat", lambda: {"ok": True}, methods=["POST"])
-    _allow_browsers(api, CorsConfig(origins=(ORIGIN,)))
-    return TestClient(api)
+    return TestClient(_allow_browsers(api, CorsConfig(origins=(ORIGIN,))))
 
 
 def _preflight(client: TestClient, origin: str, method: str = "POST", headers: str = "authorization"):
