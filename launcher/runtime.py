@@ -86,8 +86,14 @@ exec @REAL@ "$@"
 
 
 def apply_ray_env() -> None:
-    for key, value in RAY_ENV.items():
+    for key, value in {**RAY_ENV, **haproxy_env()}.items():
         os.environ.setdefault(key, value)
+
+
+def haproxy_env() -> dict[str, str]:
+    """HAProxy's threads: one per CPU this process may run on, at most Serve's default of 4 (four threads on a
+    one-core pin cost context switches on every request)."""
+    return {"RAY_SERVE_HAPROXY_NBTHREAD": str(min(4, len(os.sched_getaffinity(0))))}
 
 
 def _state_dir() -> Path:
