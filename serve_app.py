@@ -6,33 +6,24 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 from ray.serve import Application
 
 from actors.control_plane import ControlLink, connect
 from actors.key_link import KeyLink
-from gateway.auth.admin import KeyAdmin
-from gateway.auth.audit import Audit
-from gateway.auth.authenticator import Authenticator
-from gateway.auth.cache import KeyCache
-from gateway.auth.jwt_verifier import JwtVerifier
-from gateway.auth.keys import KeyHasher
 from gateway.auth.setup import admin_keys, auth_mode, pepper
-from gateway.budgets.gate import BudgetGate, to_picos
 from gateway.budgets.policy import BudgetPolicy, load_budgets
-from gateway.budgets.spending import Spending
 from gateway.config import GatewayConfig
-from gateway.control.replica import RateLimit, ReplicaControl
-from gateway.http_api import HttpApi
-from gateway.pipeline import Pipeline
 from gateway.policy_files import resolve_policy_path
-from gateway.pricing import Pricer, PriceTable, load_price_table
-from gateway.providers import ProviderRegistry
+from gateway.pricing import PriceTable, load_price_table
 from gateway.routing.policy import RoutingPolicy, load_policy
-from gateway.secrets.resolver import SecretResolver
-from gateway.tokens import TokenEstimator, token_margins
+
+if TYPE_CHECKING:
+    from gateway.auth.admin import KeyAdmin
+    from gateway.auth.authenticator import Authenticator
+    from gateway.secrets.resolver import SecretResolver
 
 APP_NAME = "llm_gateway"
 NAMESPACE = "llm_gateway"
@@ -71,6 +62,17 @@ class Gateway:
         self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None,
         auth_mode: str = "keys",
     ) -> None:  # fmt: skip
+        # The request path's modules (the providers' SDKs, the tokenizer, the HTTP surface) are imported here, in
+        # the replica: the driver that deploys the app never loads them (they were ~150 MB of the CLI's memory).
+        from gateway.budgets.gate import BudgetGate, to_picos
+        from gateway.budgets.spending import Spending
+        from gateway.control.replica import RateLimit, ReplicaControl
+        from gateway.pipeline import Pipeline
+        from gateway.pricing import Pricer
+        from gateway.providers import ProviderRegistry
+        from gateway.secrets.resolver import SecretResolver
+        from gateway.tokens import TokenEstimator, token_margins
+
         _log_to_replica_file()
         self._config = config
         self._link: ControlLink | None = None  # set before anything can fail: Serve calls __del__ after a failed init
@@ -106,6 +108,13 @@ class Gateway:
     ) -> tuple[Authenticator, KeyAdmin | None]:
         """Open mode: anyone. Keys mode: the pepper and bootstrap admin keys read here, a key cache fed by the
         registry actor's change feed (the first snapshot before the first request), JWTs if configured."""
+        from gateway.auth.admin import KeyAdmin
+        from gateway.auth.audit import Audit
+        from gateway.auth.authenticator import Authenticator
+        from gateway.auth.cache import KeyCache
+        from gateway.auth.jwt_verifier import JwtVerifier
+        from gateway.auth.keys import KeyHasher
+
         if mode == "open":
             return Authenticator("open", Audit()), None
         auth = self._config.auth
@@ -122,6 +131,8 @@ class Gateway:
         return authenticator, KeyAdmin(hasher, self._keys, self._config.models, tiers)
 
     def __serve_build_asgi_app__(self) -> Any:
+        from gateway.http_api import HttpApi
+
         return HttpApi(self._config, self._pipeline, self._auth, self._link, self._tokens, self._key_admin).app()
 
     async def __del__(self) -> None:

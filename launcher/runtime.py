@@ -29,6 +29,10 @@ RAY_ENV = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
+    # No idle workers started ahead of tasks: the gateway runs no tasks (its deployments and actors take no CPU
+    # slots and start their own workers), so each prestarted `ray::IDLE` process only held ~45 MB.
+    "RAY_enable_worker_prestart": "0",
+    "RAY_prestart_worker_first_driver": "0",
 }
 
 # Ray 2.60 turns token authentication on for a cluster started by ray.init() unless RAY_AUTH_MODE says
