@@ -91,15 +91,6 @@ async def _close(head: asyncio.Future[StreamEvent], events: AsyncIterator[Stream
     await events.aclose()  # type: ignore[attr-defined]
 
 
-async def _prepend(first: StreamEvent, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-    try:
-        yield first
-        async for event in events:
-            yield event
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-
-
 async def _after(head: asyncio.Future[StreamEvent], events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
     """The stream once its pending first event arrives; a failure to start becomes an error event."""
     try:
@@ -178,12 +169,12 @@ class HttpApi:
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
                 raise
-            source = _prepend(first, events)
+            source = events
         else:
             first, source = None, _after(head, events)
 
         async def body() -> AsyncIterator[bytes]:
-            async for batch in batches_with_heartbeats(source, self._heartbeat):
+            async for batch in batches_with_heartbeats(source, self._heartbeat, first):
                 chunk = b"".join(encode(event) for event in batch)
                 if chunk:
                     yield chunk

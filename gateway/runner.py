@@ -169,7 +169,8 @@ class PlanRunner:
             except GatewayError as exc:
                 run.failed(exc)
                 decision = decide(exc, tries, run.attempts, rules)
-                log.info("attempt %d on %s failed (%s): %s", run.attempts, target.name, exc.kind.value, decision.why)
+                log.info("attempt %d on %s failed (%s: %s): %s", run.attempts, target.name, exc.kind.value, exc.message,
+                         decision.why)  # fmt: skip
                 if decision.action == "retry":
                     await asyncio.sleep(min(decision.delay_s, max(0.0, opts.deadline - time.perf_counter())))
                     continue

@@ -15,8 +15,8 @@ class _Pump:
     Per event it costs a list append and, when the writer waits, one wake-up; the events one network read
     delivered arrive in the same loop turn, so the writer takes them as one batch (one socket write)."""
 
-    def __init__(self, events: AsyncIterator[StreamEvent]) -> None:
-        self.ready: list[StreamEvent] = []
+    def __init__(self, events: AsyncIterator[StreamEvent], ready: list[StreamEvent]) -> None:
+        self.ready: list[StreamEvent] = ready
         self.ended = False
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -65,7 +65,7 @@ class _Pump:
 
 
 async def batches_with_heartbeats(
-    events: AsyncIterator[StreamEvent], interval: float
+    events: AsyncIterator[StreamEvent], interval: float, first: StreamEvent | None = None
 ) -> AsyncIterator[list[StreamEvent]]:
     """Group `events` into batches of what is ready now; a heartbeat whenever `interval` s pass with none.
 
@@ -73,9 +73,10 @@ async def batches_with_heartbeats(
     ready together, so they form one batch; an event that has to wait for the network starts the next.
     Writes then follow the upstream's own pacing instead of one per token (a write costs tens of µs of
     kernel time on loopback). A failure after ready events is raised once they are delivered. Closing this
-    iterator (client gone) cancels the pump and closes `events`, and with it the upstream call.
+    iterator (client gone) cancels the pump and closes `events`, and with it the upstream call. `first`, when
+    given, is an event already read from `events`: it leads the first batch.
     """
-    pump = _Pump(events)
+    pump = _Pump(events, [first] if first is not None else [])
     try:
         while True:
             if not await pump.wait(interval):

@@ -9,6 +9,7 @@ the providers' SDK error mappers classify like the SDK's own status errors.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,16 +34,52 @@ def sdk_headers(client: Any) -> dict[str, str]:
     return headers
 
 
-async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
-    """The body's lines without their line ends, read in the chunks the socket delivers."""
-    pending = b""
-    async for chunk in response.content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r").decode()
-    if pending:
-        yield pending.rstrip(b"\r").decode()
+class OpenStream:
+    """An open SSE response and its silence watchdog: one timer per stream, re-armed from the last chunk's time
+    when it fires, so a chunk costs a clock read (aiohttp's `sock_read` re-arms a timer on every chunk)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, silence_s: float) -> None:
+        self.response, self.expired = response, False
+        self._loop = asyncio.get_running_loop()
+        self._silence = silence_s
+        self.last = self._loop.time()
+        self._timer = self._loop.call_at(self.last + silence_s, self._check)
+
+    def _check(self) -> None:
+        quiet_until = self.last + self._silence
+        if self._loop.time() < quiet_until:
+            self._timer = self._loop.call_at(quiet_until, self._check)
+            return
+        self.expired = True
+        self.response.close()  # the pending read ends; `lines` turns that into a timeout
+
+    async def lines(self) -> AsyncIterator[str]:
+        """The body's lines without their line ends, read in the chunks the socket delivers."""
+        pending, clock = b"", self._loop.time
+        try:
+            async for chunk in self.response.content.iter_any():
+                self.last = clock()
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.rstrip(b"\r").decode()
+        except aiohttp.ClientError:
+            if not self.expired:
+                raise
+        finally:
+            self._timer.cancel()
+        if self.expired:
+            raise TimeoutError(f"the upstream sent nothing for {self._silence:g} s")
+        if pending:
+            yield pending.rstrip(b"\r").decode()
+
+    def close(self) -> None:
+        """Back to the pool when the body was read to its end, else the socket is closed (an abandoned stream)."""
+        self._timer.cancel()
+        if self.response.content.at_eof():
+            self.response.release()
+        else:
+            self.response.close()
 
 
 class FastHttp:
@@ -54,16 +91,25 @@ class FastHttp:
         self._base, self._headers = base_url.rstrip("/"), headers
         t = config.timeouts
         self._json_timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
-        self._stream_timeout = aiohttp.ClientTimeout(sock_connect=t.connect, sock_read=t.read)  # the deadline ends it
+        self._stream_timeout = aiohttp.ClientTimeout(sock_connect=t.connect)  # silence: OpenStream's watchdog
+        self._read = t.read
         self._limit = config.max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._resend = StaleResend()
 
     def error(self, exc: BaseException, target: Target, **kw: Any) -> GatewayError:
         return self.map_error(exc, provider=self.provider, model=target.name, **kw)  # type: ignore[no-any-return]
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # made on first use, inside the replica's running loop
+    def _client(self, fresh: bool = False) -> aiohttp.ClientSession:
+        """The pooled session, or (`fresh`) one whose every request opens a new connection: for a resend after a
+        stale pooled socket. Both are made on first use, inside the replica's running loop."""
+        if fresh:
+            if self._fresh is None:
+                connector = aiohttp.TCPConnector(limit=0, force_close=True)
+                self._fresh = aiohttp.ClientSession(connector=connector, headers=self._headers)
+            return self._fresh
+        if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
@@ -72,8 +118,8 @@ class FastHttp:
                     stream: bool) -> aiohttp.ClientResponse:  # fmt: skip
         data, limits = dumps(body), self._stream_timeout if stream else self._json_timeout
 
-        async def send() -> aiohttp.ClientResponse:
-            return await self._client().post(self._base + path, data=data, timeout=limits)
+        async def send(fresh: bool) -> aiohttp.ClientResponse:
+            return await self._client(fresh).post(self._base + path, data=data, timeout=limits)
 
         response = await self._resend.send(send, model)
         if response.status >= 400:
@@ -92,27 +138,27 @@ class FastHttp:
                                provider=self.provider, model=target.name)  # fmt: skip
         return data
 
-    async def open_stream(self, path: str, body: dict[str, Any], target: Target) -> aiohttp.ClientResponse:
+    async def open_stream(self, path: str, body: dict[str, Any], target: Target) -> OpenStream:
+        """The answer's headers within `read` seconds, then the body under the silence watchdog."""
         try:
-            return await self._post(path, body, target.upstream, stream=True)
+            async with asyncio.timeout(self._read):
+                response = await self._post(path, body, target.upstream, stream=True)
         except Exception as exc:
             raise self.error(exc, target) from None
+        return OpenStream(response, self._read)
 
     @staticmethod
-    def events(response: aiohttp.ClientResponse) -> AsyncIterator[SSEvent]:
-        return sse_events(_lines(response))
+    def events(stream: OpenStream) -> AsyncIterator[SSEvent]:
+        return sse_events(stream.lines())
 
     @staticmethod
-    async def close_stream(response: aiohttp.ClientResponse) -> None:
-        """Back to the pool when the body was read to its end, else the socket is closed (an abandoned stream)."""
-        if response.content.at_eof():
-            response.release()
-        else:
-            response.close()
+    async def close_stream(stream: OpenStream) -> None:
+        stream.close()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
 
 async def _status_error(response: aiohttp.ClientResponse) -> UpstreamStatus:

@@ -58,7 +58,7 @@ class SdkHttp:
                     options: dict[str, Any] | None = None) -> httpx2.Response:  # fmt: skip
         """POST through the SDK (a stale pooled socket resent once, see StaleResend)."""
 
-        async def send() -> httpx2.Response:
+        async def send(fresh: bool) -> httpx2.Response:  # the SDK's pool drops sockets that hung up before reuse
             return await self.client.post(path, cast_to=httpx2.Response, body=body, options=options or {})  # type: ignore[no-any-return]
 
         return await self._resend.send(send, model)

@@ -6,6 +6,7 @@ that reason. Faults come from the shared catalogue, each in the provider's own w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 
@@ -344,9 +345,11 @@ async def test_a_complete_stream_without_its_terminal_marker_is_complete(provide
     assert finish.usage.output_tokens > 0 and _text(events)
 
 
-async def test_a_call_after_the_upstream_restarted_is_not_failed_by_a_stale_pooled_socket(case):
-    """The upstream restarts on the same port between two calls: the pooled keep-alive socket is dead, and the
-    second call is sent again on a fresh one instead of failing with a connection error."""
+@pytest.mark.parametrize("pooled", [1, 8])
+async def test_a_call_after_the_upstream_restarted_is_not_failed_by_a_stale_pooled_socket(case, pooled):
+    """The upstream restarts on the same port between calls: every pooled keep-alive socket is dead, and each
+    call after it is sent again on a fresh one instead of failing with a connection error (with 8 pooled
+    sockets, a resend on another pooled one would meet a dead socket again)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -355,13 +358,15 @@ async def test_a_call_after_the_upstream_restarted_is_not_failed_by_a_stale_pool
     first.start_in_thread("127.0.0.1", port)
     provider = case.provider(url)
     try:
-        await provider.complete(_req(), case.target())
+        await asyncio.gather(*(provider.complete(_req(f"before {i}"), case.target()) for i in range(pooled)))
         first.stop_thread()
         second = Emulator(EmulatorSettings())
         second.start_in_thread("127.0.0.1", port)
         try:
-            answer = await provider.complete(_req("after the restart"), case.target())
-            assert answer.text
+            answers = await asyncio.gather(
+                *(provider.complete(_req(f"after the restart {i}"), case.target()) for i in range(pooled))
+            )
+            assert all(a.text for a in answers)
         finally:
             second.stop_thread()
     finally:
