@@ -208,7 +208,8 @@ def test_a_long_outage_sends_only_a_trickle_to_the_upstream(gw, emulator):
         emulator.set_outage("blip-upstream", seconds=0)
     sent = _upstream_calls(emulator, "blip") - before
     # two replicas: the attempts that open each breaker, then at most 4 panic calls a second each (a reset is
-    # retried once on the same model, so two attempts each), one stale-socket resend, and a little slack
-    assert sent <= 2 * (3 * 3 + 2 * 4 * 3 + 1 + 2), f"{sent} upstream calls for {asked} requests"
+    # retried once on the same model, so two attempts each), the half-open probes after the 1 s and 2 s cooldowns
+    # (two attempts each), one stale-socket resend, and a little slack (measured: 26-58, once 79, over 13 runs)
+    assert sent <= 2 * (3 * 3 + 2 * 4 * 3 + 2 * 2 + 1 + 2), f"{sent} upstream calls for {asked} requests"
     assert asked > sent, f"{sent} upstream calls for {asked} requests: no trickle"
     assert _recovered_at(client, "blip-primary", time.monotonic(), within_s=10) is not None
