@@ -16,6 +16,7 @@ from actors.key_link import KeyLink
 from gateway.auth.setup import admin_keys, auth_mode, pepper
 from gateway.budgets.policy import BudgetPolicy, load_budgets
 from gateway.config import GatewayConfig
+from gateway.limits.policy import LimitsPolicy, load_limits
 from gateway.policy_files import resolve_policy_path
 from gateway.pricing import PriceTable, load_price_table
 from gateway.routing.policy import RoutingPolicy, load_policy
@@ -60,13 +61,15 @@ class Gateway:
 
     async def __init__(
         self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None,
-        auth_mode: str = "keys",
+        auth_mode: str = "keys", limits: LimitsPolicy | None = None,
     ) -> None:  # fmt: skip
         # The request path's modules (the providers' SDKs, the tokenizer, the HTTP surface) are imported here, in
         # the replica: the driver that deploys the app never loads them (they were ~150 MB of the CLI's memory).
         from gateway.budgets.gate import BudgetGate, to_picos
         from gateway.budgets.spending import Spending
         from gateway.control.replica import RateLimit, ReplicaControl
+        from gateway.limits.admission import RateAdmission
+        from gateway.limits.gate import LimitGate
         from gateway.pipeline import Pipeline
         from gateway.pricing import Pricer
         from gateway.providers import ProviderRegistry
@@ -80,9 +83,9 @@ class Gateway:
         self._audit_flush: asyncio.Task[None] | None = None
         resolver = SecretResolver(config.secrets)  # credentials are read here, in the replica (never Ray arguments)
         registry = ProviderRegistry(config, resolver)
-        limits = registry.limits()
+        provider_limits = registry.limits()
         control = ReplicaControl(
-            _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in limits.items()},
+            _replica_id(), policy, registry.canonical, {p: RateLimit(*lim) for p, lim in provider_limits.items()},
             stale_after_s=config.control.stale_after_s,
         )  # fmt: skip
         self._tokens = TokenEstimator(token_margins(config))  # one per replica: the BPE tables load once
@@ -95,12 +98,19 @@ class Gateway:
             spending = Spending(
                 budgets, gate, pricer, self._tokens, registry.kind, config.budgets.default_output_tokens
             )
+        rate = None
+        if (limits is not None and limits.limits) or auth_mode == "keys":  # a key's own limits apply in keys mode
+            limit_gate = LimitGate(config.server.replicas, config.limits.on_store_error)
+            rate = RateAdmission(limits or LimitsPolicy(), limit_gate, self._tokens, registry.kind,
+                                 config.budgets.default_output_tokens)  # fmt: skip
         if config.control.enabled:
-            self._link = connect(config, policy, limits, control, spending.gate if spending else None)
+            self._link = connect(config, policy, provider_limits, control, spending.gate if spending else None,
+                                 rate.gate if rate else None)  # fmt: skip
             await self._link.sync_once()  # the first snapshot and leases before the first request
             await self._link.start_ledger()
             self._link.start()
-        self._pipeline = Pipeline(registry, pricer, control=control, spending=spending, tokens=self._tokens)
+        self._pipeline = Pipeline(registry, pricer, control=control, spending=spending, tokens=self._tokens,
+                                  limits=rate)  # fmt: skip
         self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)
 
     async def _authentication(
@@ -156,13 +166,14 @@ def build_app(config: GatewayConfig) -> Application:
         config = config.model_copy(update={"routing_policy": str(resolve_policy_path(config.routing_policy))})
     prices = load_price_table(config.pricing.table) if config.pricing.table else {}
     budgets = load_budgets(config.budgets.policy, config.models) if config.budgets.policy else None
+    limits = load_limits(config.limits.policy) if config.limits.policy else None
     mode = auth_mode(config)  # here, so an unsafe open mode refuses to deploy, saying why
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
         logging_config=_serve_logging(server.access_log),
-    ).bind(config, policy, prices, budgets, mode)
+    ).bind(config, policy, prices, budgets, mode, limits)
 
 
 def _serve_logging(access_log: bool) -> dict[str, Any]:

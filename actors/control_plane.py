@@ -13,6 +13,7 @@ from typing import Any
 from ray.exceptions import RayError
 
 from actors.ledger import BudgetLedgerActor
+from actors.limits import LimitOwnerActor
 from actors.provider import ProviderActor
 from actors.router import RouterActor
 from gateway.budgets.gate import BudgetGate
@@ -21,19 +22,23 @@ from gateway.budgets.policy import Account
 from gateway.config import GatewayConfig
 from gateway.control.ratelimit import Grant, Held
 from gateway.control.replica import ReplicaControl
+from gateway.limits.gate import LimitGate
+from gateway.limits.owner import Grant as BucketGrant
+from gateway.limits.policy import BucketRef
 from gateway.routing.policy import Breakers, RoutingPolicy
 
 log = logging.getLogger("gateway.control")
 CALL_TIMEOUT_S = 2.0
 SETUP_TIMEOUT_S = CALL_TIMEOUT_S * 5  # an actor's first call may wait for it to start
 ALIVE_EVERY = 10  # ticks
-ROUTER, LEDGER = "router", "budget_ledger"
+ROUTER, LEDGER, LIMITS = "router", "budget_ledger", "limits"
 FAILURES = (RayError, TimeoutError)  # what a guarded call turns into "the actor is down, serve on"
 
 # name, constructor arguments -> a handle of that named actor (created if it does not exist); a handle's
 # `method.remote(*args)` returns an awaitable. Ray's named actors in production (`ray_actors`), fakes in tests.
 Actors = Callable[[str, tuple[Any, ...]], Any]
-ACTOR_CLASSES = {ROUTER: RouterActor, LEDGER: BudgetLedgerActor, "provider": ProviderActor}  # by name prefix
+ACTOR_CLASSES = {ROUTER: RouterActor, LEDGER: BudgetLedgerActor, LIMITS: LimitOwnerActor,
+                 "provider": ProviderActor}  # by name prefix  # fmt: skip
 
 
 def ray_actors(namespace: str) -> Actors:
@@ -48,12 +53,14 @@ def ray_actors(namespace: str) -> Actors:
 
 def connect(config: GatewayConfig, policy: RoutingPolicy | None,
             providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
-            gate: BudgetGate | None = None) -> ControlLink:  # fmt: skip
-    """A link over Ray's named actors, installed as the replica's rate-lease refiller and budget granter."""
-    link = ControlLink(config, policy, providers, control, gate, actors=ray_actors(config.control.namespace))
+            gate: BudgetGate | None = None, limits: LimitGate | None = None) -> ControlLink:  # fmt: skip
+    """A link over Ray's named actors, installed as the replica's rate-lease refiller, budget and bucket granter."""
+    link = ControlLink(config, policy, providers, control, gate, limits, actors=ray_actors(config.control.namespace))
     control.refiller = link.refill
     if gate is not None:
         gate.granter = link.budget_grant
+    if limits is not None:
+        limits.granter = link.bucket_grant
     return link
 
 
@@ -64,8 +71,10 @@ class ControlLink:
 
     def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None,
                  providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
-                 gate: BudgetGate | None = None, *, actors: Actors) -> None:  # fmt: skip
+                 gate: BudgetGate | None = None, limits: LimitGate | None = None, *,
+                 actors: Actors) -> None:  # fmt: skip
         self._cfg = config.control
+        self._limit_gate, self._limits_cfg = limits, config.limits
         self._catalog = dict(config.models)
         self._policy, self._path = policy, config.routing_policy
         self._limits = dict(providers)
@@ -99,6 +108,8 @@ class ControlLink:
             await asyncio.wait_for(handle.adopt.remote(*self._router_args()), SETUP_TIMEOUT_S)
         elif actor == LEDGER:
             handle = self._actors(actor, (self._budgets,))
+        elif actor == LIMITS:
+            handle = self._actors(actor, (self._limits_cfg,))
         else:
             name = actor.removeprefix("provider:")
             settings = self._provider_args(name)
@@ -175,6 +186,39 @@ class ControlLink:
         await self._flush_charges()
         return await self._ask(LEDGER, "status", account, path=None)  # type: ignore[no-any-return]
 
+    # --- rate limits ----------------------------------------------------------------------------------------
+    async def bucket_grant(self, ref: BucketRef, want: int, need: int) -> BucketGrant | None:
+        """On a request's path, only when a bucket balance cannot cover the call; None: the owner is down."""
+        rid = self._control.replica_id
+        return (await self._guarded("a rate-limit lease", LIMITS, "grant", rid, ref.id, ref.spec, want, need,
+                                    path="request_path"))[1]  # fmt: skip
+
+    async def _sync_limits(self) -> None:
+        """Debts and idle balances go back, low balances are topped up, and now and then the owner hears what this
+        replica holds (so slots of a replica that vanished can be taken back)."""
+        gate = self._limit_gate
+        if gate is None or gate.owner_down():
+            return
+        rid = self._control.replica_id
+        returns = gate.returns()
+        if returns:
+            ok, levels = await self._guarded("returning rate-limit leases", LIMITS, "give", rid,
+                                             [(r.id, r.spec, amount) for r, amount in returns])  # fmt: skip
+            if not ok:
+                return
+            for (ref, amount), level in zip(returns, levels, strict=True):
+                gate.returned(ref, amount, level)
+        for ref, want in gate.wants():
+            ok, grant = await self._guarded("a rate-limit lease", LIMITS, "grant", rid, ref.id, ref.spec, want, 0)
+            if not ok:
+                return
+            gate.install(ref, grant)
+        if self._ticks % ALIVE_EVERY == 1 and gate.holdings():
+            await self._guarded("the rate-limit holdings", LIMITS, "alive", rid, gate.holdings())
+
+    async def limit_status(self, ref: BucketRef) -> dict[str, int]:
+        return await self._ask(LIMITS, "status", ref.id, ref.spec, path=None)  # type: ignore[no-any-return]
+
     # --- the background sync ------------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="control-plane-sync")
@@ -191,7 +235,7 @@ class ControlLink:
 
     async def sync_once(self) -> None:
         await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), self._top_up_budgets(),
-                             return_exceptions=True)  # fmt: skip
+                             self._sync_limits(), return_exceptions=True)  # fmt: skip
         await self._release_idle()  # after the flush: a forgotten account's charges are already booked
         await self._pull()
 

@@ -193,6 +193,19 @@ class BudgetsConfig(_Strict):
     default_output_tokens: int = Field(default=4096, ge=1)
 
 
+class LimitsConfig(_Strict):
+    """Rate limits per key, org and user (`gateway.limits`): the rules in `policy` (a limits file) and each key's
+    own `limits`. Bucket levels live in `store` (SQLite, the embedded default) or, with `backend: dynamodb`, in the
+    `dynamodb` table that several clusters share. `on_store_error`: while the bucket owner or its store cannot be
+    reached, `local` serves each replica from a bucket of capacity / replicas; `fail_closed` refuses (503)."""
+
+    policy: str | None = None  # e.g. policies/limits.yaml
+    store: str = "~/.cache/llm-gateway/limits.db"
+    backend: Literal["embedded", "dynamodb"] = "embedded"
+    dynamodb: DynamoConfig = DynamoConfig(table="llm-gateway-limits")
+    on_store_error: Literal["local", "fail_closed"] = "local"
+
+
 class SecretsConfig(_Strict):
     """AWS Secrets Manager, for credentials given as `{aws_secret: ...}`: the default region and endpoint (a local
     server in tests), and how long a value read is kept before it is read again."""
@@ -294,6 +307,7 @@ class GatewayConfig(_Strict):
     control: ControlConfig = ControlConfig()
     pricing: PricingConfig = PricingConfig()
     budgets: BudgetsConfig = BudgetsConfig()
+    limits: LimitsConfig = LimitsConfig()
     auth: AuthConfig = AuthConfig()
     secrets: SecretsConfig = SecretsConfig()
     providers: dict[str, ProviderConfig]

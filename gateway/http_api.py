@@ -24,7 +24,10 @@ from gateway.config import CorsConfig, GatewayConfig
 from gateway.control.status import provider_status
 from gateway.http_json import json_response, read_json
 from gateway.http_keys import KeysApi
+from gateway.http_limits import LimitsApi
 from gateway.ingress import Handler, Ingress
+from gateway.limits.headers import rate_headers
+from gateway.limits.policy import BucketRef
 from gateway.pipeline import Pipeline
 from gateway.schema import (
     ChatRequest,
@@ -37,6 +40,7 @@ from gateway.schema import (
     StreamEvent,
     validation_error,
 )
+from gateway.schema.limits import LimitSpec, RateStatus
 from gateway.schema.principal import Principal
 from gateway.streaming import batches_with_heartbeats
 from gateway.tokens import TokenEstimator, token_margins
@@ -46,7 +50,9 @@ log = logging.getLogger("gateway.http")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 CHALLENGE = {"www-authenticate": 'Bearer realm="llm-gateway"'}  # on every 401 (RFC 6750)
 EXPOSED = ("x-gateway-provider", "x-gateway-model", "x-gateway-route", "x-gateway-cost-usd", "x-gateway-budget",
-           "x-gateway-attempts", "x-gateway-latency-ms", "retry-after")  # fmt: skip
+           "x-gateway-attempts", "x-gateway-latency-ms", "retry-after", "x-ratelimit-limit-requests",
+           "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
+           "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")  # fmt: skip
 
 
 def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
@@ -56,16 +62,17 @@ def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     if exc.provider:
         headers["x-gateway-provider"] = exc.provider
+    headers.update(rate_headers(getattr(exc, "rate", None), anthropic))
     if anthropic:
         return json_response(anthropic_out.error_body(exc), anthropic_out.error_status(exc), headers)
     return json_response(openai_out.error_body(exc), exc.status_code, headers)
 
 
 def _route_headers(replica: str, provider: str, model: str, attempts: int, route: str | None,
-                   budget: str | None) -> dict[str, str]:  # fmt: skip
-    """The `x-gateway-*` headers every answer carries, streamed or not, on every API."""
+                   budget: str | None, rate: RateStatus | None, *, anthropic: bool) -> dict[str, str]:  # fmt: skip
+    """The `x-gateway-*` and rate-limit headers every answer carries, streamed or not, on every API."""
     headers = {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts),
-               "x-gateway-replica": replica}  # fmt: skip
+               "x-gateway-replica": replica, **rate_headers(rate, anthropic)}  # fmt: skip
     if route:
         headers["x-gateway-route"] = route
     if budget is not None:
@@ -73,11 +80,12 @@ def _route_headers(replica: str, provider: str, model: str, attempts: int, route
     return headers
 
 
-def _answer_headers(replica: str, response: ChatResponse | EmbeddingsResponse) -> dict[str, str]:
+def _answer_headers(replica: str, response: ChatResponse | EmbeddingsResponse,
+                    anthropic: bool = False) -> dict[str, str]:  # fmt: skip
     """A complete answer's headers (chat or embeddings): the route's, its latency and its cost."""
     budget = response.budget if isinstance(response, ChatResponse) else None
     headers = _route_headers(replica, response.provider, response.upstream_model, response.attempts, response.route,
-                             budget)  # fmt: skip
+                             budget, response.rate, anthropic=anthropic)  # fmt: skip
     headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
     if response.cost_usd is not None:
         headers["x-gateway-cost-usd"] = str(response.cost_usd)
@@ -123,6 +131,8 @@ class ControlAdmin(Protocol):
 
     async def budget_status(self, account: str) -> dict[str, int | None]: ...
 
+    async def limit_status(self, ref: BucketRef) -> dict[str, int]: ...
+
 
 class HttpApi:
     """Request handlers over one Pipeline; `app()` builds the FastAPI application that serves them."""
@@ -135,6 +145,11 @@ class HttpApi:
         self._auth = auth
         self._admin = admin
         self._keys = KeysApi(keys, self._caller)
+        self._key_admin = keys
+        rate = pipeline.limits
+        self._limits = LimitsApi(rate.policy if rate is not None else None,
+                                 admin.limit_status if admin is not None and rate is not None else None,
+                                 self._caller, self._record_limits)  # fmt: skip
         self._heartbeat = config.server.heartbeat_interval_s
         self._tokens = tokens or TokenEstimator(token_margins(config))
 
@@ -150,7 +165,8 @@ class HttpApi:
         if exc.kind is ErrorKind.FORBIDDEN and caller is not None:
             self._auth.audit.deny(caller[1], exc, caller[0])
 
-    async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes]) -> Response:
+    async def _stream(self, request: ChatRequest, encode: Callable[[StreamEvent], bytes],
+                      anthropic: bool = False) -> Response:  # fmt: skip
         """Wait briefly for the first event: an error before it is an HTTP error. If the first token is slow (the
         route may still be retrying or hedging), answer 200 at once and send heartbeats meanwhile; a failure
         then arrives as an error event, still before any content."""
@@ -183,7 +199,7 @@ class HttpApi:
         headers = {**SSE_HEADERS, "x-gateway-replica": replica}
         if first is not None and first.type == "start":
             headers.update(_route_headers(replica, first.provider, first.upstream_model, first.attempt, first.route,
-                                          first.budget))  # fmt: skip
+                                          first.budget, first.rate, anthropic=anthropic))  # fmt: skip
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -218,12 +234,12 @@ class HttpApi:
             principal = await self._caller(http, "messages")
             request = bind(principal, anthropic_in.parse_messages(await read_json(http), http.headers))
             if request.stream:
-                return await self._stream(request, anthropic_out.MessageStreamEncoder().encode)
+                return await self._stream(request, anthropic_out.MessageStreamEncoder().encode, anthropic=True)
             response: ChatResponse = await self._pipeline.complete(request)
         except GatewayError as exc:
             self._audit_refusal(http, exc)
             return error_response(exc, anthropic=True)
-        headers = _answer_headers(self._pipeline.control.replica_id, response)
+        headers = _answer_headers(self._pipeline.control.replica_id, response, anthropic=True)
         return json_response(anthropic_out.message(response), headers=headers)
 
     async def route(self, http: Request) -> Response:
@@ -324,6 +340,16 @@ class HttpApi:
         ]
         return json_response({"object": "list", "data": data})
 
+    async def _record_limits(self, key_id: str) -> LimitSpec | None:
+        """A key's own limits, from its record (an admin reading another key's buckets)."""
+        if self._key_admin is None:
+            return None
+        try:
+            limits = (await self._key_admin.get(key_id)).get("limits")
+        except GatewayError:
+            return None
+        return LimitSpec.model_validate(limits) if limits else None
+
     def _error(self, http: Request, exc: GatewayError) -> Response:
         self._audit_refusal(http, exc)
         return error_response(exc)
@@ -358,6 +384,7 @@ class HttpApi:
         api.add_api_route("/v1/gateway/providers", self.providers, methods=["GET"])
         api.add_api_route("/v1/gateway/policy", self.policy, methods=["GET"])
         api.add_api_route("/v1/gateway/budgets/{scope}/{key}", self.budgets, methods=["GET"])
+        api.add_api_route("/v1/gateway/limits/{scope}/{key}", self._limits.get, methods=["GET"])
         api.add_api_route("/v1/gateway/policy/reload", self.reload_policy, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])

@@ -16,6 +16,8 @@ from gateway.call_budget import CallLimits, apply_call_budget, embeddings_fit
 from gateway.config import ModelEntry
 from gateway.continuation import continuation, resumable
 from gateway.control.replica import ReplicaControl
+from gateway.limits.admission import RateAdmission
+from gateway.limits.gate import Ticket
 from gateway.plans import Plans, check_capabilities
 from gateway.pricing import Pricer
 from gateway.providers import ProviderRegistry, Target
@@ -54,7 +56,8 @@ class Pipeline:
 
     def __init__(self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *,
                  control: ReplicaControl | None = None, spending: Spending | None = None,
-                 tokens: TokenEstimator | None = None, usage_every: int = 20) -> None:  # fmt: skip
+                 tokens: TokenEstimator | None = None, usage_every: int = 20,
+                 limits: RateAdmission | None = None) -> None:  # fmt: skip
         if policy is not None and control is not None:
             raise TypeError("Pipeline takes `policy` (for a local control plane) or `control`, not both")
         self._registry, self._pricer, self.spending = registry, pricer, spending
@@ -62,6 +65,7 @@ class Pipeline:
         self._plans = Plans(registry, pricer, self.control)
         self._admission = Admission(spending, self._plans.servable) if spending is not None else None
         self._tokens = tokens or TokenEstimator()
+        self.limits = limits
         self._runner = PlanRunner(registry, self.control)
         self._relay = StreamRelay(self.control, spending, self._cost, self._counter, usage_every)
 
@@ -83,13 +87,30 @@ class Pipeline:
                                                       self._prompt_tokens(request))  # fmt: skip
             plan = _keep(plan, kept, "over the call's budget")
         if self._admission is None:
-            return request, plan, CallSpend(decision=limits.header if limits else None), limits
-        admitted = await self._admission.admit(request, self._plans.entries(plan))
-        if list(admitted.entries) != [c.model for c in plan.candidates]:
-            why = f"downgraded by budget {admitted.decision.budget if admitted.decision else ''}"
-            plan = RoutePlan(plan.task_class, tuple(Candidate(m, why) for m in admitted.entries), plan.skipped)
-        headers = [h for h in (admitted.decision.header if admitted.decision else None, limits and limits.header) if h]
-        return admitted.request, plan, CallSpend(admitted.hold, " | ".join(headers) or None), limits
+            spend = CallSpend(decision=limits.header if limits else None)
+        else:
+            admitted = await self._admission.admit(request, self._plans.entries(plan))
+            if list(admitted.entries) != [c.model for c in plan.candidates]:
+                why = f"downgraded by budget {admitted.decision.budget if admitted.decision else ''}"
+                plan = RoutePlan(plan.task_class, tuple(Candidate(m, why) for m in admitted.entries), plan.skipped)
+            decided = admitted.decision.header if admitted.decision else None
+            headers = [h for h in (decided, limits and limits.header) if h]
+            request, spend = admitted.request, CallSpend(admitted.hold, " | ".join(headers) or None)
+        if self.limits is not None:
+            rate, entries, prompt = self.limits, self._plans.entries(plan), spend.hold.prompt if spend.hold else None
+            await self._rate_limited(spend, lambda: rate.admit(request, entries, prompt))
+        return request, plan, spend, limits
+
+    async def _rate_limited(self, spend: CallSpend, admit: Callable[[], Awaitable[Ticket | None]]) -> None:
+        """The call's rate-limit ticket (429 when a limit cannot admit it: its budget reservation then goes back,
+        nothing was sent)."""
+        assert self.limits is not None
+        try:
+            spend.ticket = await admit()
+        except GatewayError:
+            spend.settle(self.spending)
+            raise
+        spend.limits = self.limits.gate
 
     def _options(self, request: ChatRequest | EmbeddingsRequest, spend: CallSpend, stream: bool,
                  tokens: Callable[[], int]) -> RunOptions:  # fmt: skip
@@ -126,7 +147,8 @@ class Pipeline:
         spend.settle(self.spending)
         latency = (time.perf_counter() - started) * 1000
         return response.model_copy(update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost,
-                                           "route": plan.header, "budget": spend.decision})  # fmt: skip
+                                           "route": plan.header, "budget": spend.decision,
+                                           "rate": spend.rate})  # fmt: skip
 
     # --- stream ---------------------------------------------------------------------------------------------
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -220,6 +242,11 @@ class Pipeline:
         if self._admission is not None:
             hold = await self._admission.admit_embeddings(request, self._plans.entries(plan))
         spend = CallSpend(hold)
+        if self.limits is not None:
+            rate, entries = self.limits, self._plans.entries(plan)
+            await self._rate_limited(
+                spend, lambda: rate.admit_embeddings(request, entries, hold.prompt if hold else None)
+            )
         provider = self._registry.provider
 
         async def once(target: Target, _: Limits) -> EmbeddingsResponse:
@@ -236,7 +263,13 @@ class Pipeline:
         spend.settle(self.spending)
         latency = (time.perf_counter() - started) * 1000
         return run.result.model_copy(
-            update={"latency_ms": latency, "attempts": attempts, "route": plan.header, "cost_usd": cost}
+            update={
+                "latency_ms": latency,
+                "attempts": attempts,
+                "route": plan.header,
+                "cost_usd": cost,
+                "rate": spend.rate,
+            }
         )
 
     # --- prices and counts ----------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from decimal import Decimal
 
 from gateway.budgets.spending import Hold, Spending
 from gateway.config import ModelEntry
+from gateway.limits.gate import LimitGate, Ticket
 from gateway.providers import Target
 from gateway.schema import Usage
+from gateway.schema.limits import RateStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,12 @@ class CallSpend:
     prior: Decimal | None = None
     cut: bool = False  # the stream was ended by a budget
     abandoned: list[tuple[Target, Usage | None]] = field(default_factory=list)
+    ticket: Ticket | None = None  # with rate limits: what the call took from its buckets
+    limits: LimitGate | None = None
+
+    @property
+    def rate(self) -> RateStatus | None:
+        return self.ticket.status if self.ticket is not None else None
 
     @property
     def metered(self) -> bool:
@@ -68,6 +76,9 @@ class CallSpend:
         count = self.count
         if type(count) is Running:
             count.output_tokens = output_tokens
+        ticket = self.ticket
+        if ticket is not None and output_tokens > ticket.output_tokens:  # past its allowance: drawn as it goes
+            self.limits.draw(ticket, output_tokens)  # type: ignore[union-attr]
 
     def reported(self, usage: Usage) -> None:
         """The provider's running count (e.g. Anthropic's prompt count at message start)."""
@@ -86,6 +97,23 @@ class CallSpend:
         return self.count.usage if isinstance(self.count, Final) else self.count.billed()
 
     def settle(self, spending: Spending | None) -> None:
+        self._reconcile_limits()
+        self._book(spending)
+
+    def _reconcile_limits(self) -> None:
+        """The call's rate-limit buckets learn what it used: billed usage (its own and its abandoned attempts')."""
+        ticket, gate = self.ticket, self.limits
+        if ticket is None or gate is None or ticket.done:
+            return
+        usage = self.billed()
+        out = usage.output_tokens if usage is not None else 0
+        inp = (usage.input_tokens if usage is not None else 0) or (ticket.input_tokens if out else 0)
+        for _, used in self.abandoned:  # billed without answering: their count, else the prompt estimate
+            inp += used.input_tokens if used is not None else ticket.input_tokens
+            out += used.output_tokens if used is not None else 0
+        gate.reconcile(ticket, inp, out)
+
+    def _book(self, spending: Spending | None) -> None:
         """Book the call: the final cost, else its billed usage priced (the prompt estimate added when only
         output was counted), else nothing (it failed before anything was billed); plus abandoned attempts."""
         hold = self.hold

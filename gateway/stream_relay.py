@@ -170,7 +170,7 @@ class StreamRelay:
                 elif isinstance(event, StartEvent):
                     if leg.route is not None:
                         yield event.model_copy(update={"attempt": leg.attempts, "route": leg.route,
-                                                       "budget": spend.decision})  # fmt: skip
+                                                       "budget": spend.decision, "rate": spend.rate})  # fmt: skip
                 else:
                     yield event
         except GatewayError as exc:

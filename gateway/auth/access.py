@@ -17,6 +17,7 @@ ROUTE_SCOPES: MappingProxyType[str, Scope | None] = MappingProxyType(
         "embeddings": "embeddings",
         "models": None,
         "budgets": None,  # a caller reads its own; other accounts need `admin` (budget_org below)
+        "limits": None,  # the same rule as budgets
         "providers": "admin",
         "policy": "admin",
         "policy.reload": "admin",

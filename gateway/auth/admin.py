@@ -23,6 +23,7 @@ from gateway.auth.keys import (
 )
 from gateway.auth.registry import KeyRegistry
 from gateway.schema import ErrorKind, GatewayError, validation_error
+from gateway.schema.limits import LimitSpec
 from gateway.schema.principal import Daemon, Scope
 
 
@@ -76,6 +77,7 @@ class KeyCreate(BaseModel):
     models: tuple[str, ...] = Field(default=("*",), min_length=1)
     budget_tier: str | None = None
     may_set_user: bool = False
+    limits: LimitSpec | None = None  # e.g. {rpm: 60, tpm: 200000}
     scopes: tuple[Scope, ...] = Field(default=("chat", "embeddings"), min_length=1)
     expires_at: float | None = Field(default=None, gt=0)  # Unix seconds
     expires_in_s: float | None = Field(default=None, gt=0)
@@ -125,7 +127,8 @@ class KeyAdmin:
         record = KeyRecord(
             key_id=new_key_id(), name=spec.name, org=spec.org, user=spec.user, daemons=spec.daemons,
             models=spec.models, budget_tier=spec.budget_tier, may_set_user=spec.may_set_user, scopes=spec.scopes,
-            expires_at=expires, secrets=(SecretVersion(version=1, digest=self._hasher.digest(secret), created_at=now),),
+            limits=spec.limits, expires_at=expires,
+            secrets=(SecretVersion(version=1, digest=self._hasher.digest(secret), created_at=now),),
             pepper_id=self._hasher.pepper_id,
         )  # fmt: skip
         stored = await self._registry.create(record)

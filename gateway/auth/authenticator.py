@@ -34,7 +34,7 @@ def bearer(headers: Mapping[str, str]) -> str | None:
 def principal_of(record: KeyRecord) -> Principal:
     return Principal(key_id=record.key_id, via="key", org=record.org, user=record.user, daemons=record.daemons,
                      models=record.models, scopes=record.scopes, budget_tier=record.budget_tier,
-                     may_set_user=record.may_set_user, name=record.name)  # fmt: skip
+                     may_set_user=record.may_set_user, name=record.name, limits=record.limits)  # fmt: skip
 
 
 def admin_key_id(key: str) -> str:

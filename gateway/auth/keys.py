@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.schema.limits import LimitSpec
 from gateway.schema.principal import Daemon, Scope
 
 Status = Literal["active", "revoked"]
@@ -54,6 +55,7 @@ class KeyRecord(_Frozen):
     daemons: tuple[Daemon, ...] = ()  # the daemons it may act as (none: it names no daemon)
     models: tuple[str, ...] = ("*",)  # globs over catalog names
     budget_tier: str | None = None
+    limits: LimitSpec | None = None  # the key's own rate limits (gateway.limits)
     may_set_user: bool = False  # a service key that calls on behalf of end users (x-gateway-user)
     scopes: tuple[Scope, ...] = ("chat", "embeddings")
     expires_at: float | None = None  # Unix seconds

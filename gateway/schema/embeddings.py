@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.schema.chat import GatewayMetadata
+from gateway.schema.limits import RateStatus
 from gateway.schema.usage import Usage
 
 
@@ -34,4 +35,5 @@ class EmbeddingsResponse(BaseModel):
     latency_ms: float = 0.0
     attempts: int = 1
     route: str | None = None
+    rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
     cost_usd: Decimal | None = None

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from gateway.schema.errors import ErrorInfo
+from gateway.schema.limits import RateStatus
 from gateway.schema.response import FinishReason
 from gateway.schema.usage import Usage
 
@@ -27,6 +28,7 @@ class StartEvent(_Event):
     attempt: int = 1
     route: str | None = None
     budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
+    rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
 
 
 class TextDelta(_Event):

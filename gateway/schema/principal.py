@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway.schema.limits import LimitSpec
+
 Daemon = Literal["router", "executor", "evaluator", "working_memory"]
 Scope = Literal["chat", "embeddings", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("chat", "embeddings", "admin")
@@ -27,6 +29,7 @@ class Principal(BaseModel):
     scopes: tuple[Scope, ...] = ("chat", "embeddings")
     budget_tier: str | None = None
     may_set_user: bool = False
+    limits: LimitSpec | None = None  # the key's own rate limits (on top of the limits policy's)
     name: str | None = None
 
     @property

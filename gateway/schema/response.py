@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from gateway.schema.chat import ToolCall
+from gateway.schema.limits import RateStatus
 from gateway.schema.usage import Usage
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "budget_exceeded"]
@@ -31,4 +32,5 @@ class ChatResponse(BaseModel):
     cost_usd: Decimal | None = None  # None: no known price for the model (never a silent $0)
     route: str | None = None  # the route plan: task class and ordered candidates
     budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
+    rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
     created: int = 0

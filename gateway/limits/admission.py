@@ -1,0 +1,55 @@
+"""Rate-limit admission of one call: the buckets its caller draws from, its estimate (the prompt the budgets
+already counted, else counted here, plus the output allowance), and the ticket the call reconciles at its end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from gateway.config import ModelEntry
+from gateway.limits.gate import LimitGate, Ticket
+from gateway.limits.policy import CallerBuckets, LimitsPolicy
+from gateway.schema import ChatRequest, EmbeddingsRequest
+from gateway.tokens import TokenEstimator
+
+TOKEN_QUANTITIES = frozenset({"tokens", "input", "output"})
+
+
+class RateAdmission:
+    def __init__(self, policy: LimitsPolicy, gate: LimitGate, tokens: TokenEstimator,
+                 kind_of: Callable[[str], str], default_output: int) -> None:  # fmt: skip
+        self.gate, self.policy = gate, policy
+        self._buckets = CallerBuckets(policy)
+        self._tokens, self._kind_of, self._default_output = tokens, kind_of, default_output
+
+    async def admit(self, request: ChatRequest, entries: Mapping[str, ModelEntry],
+                    prompt: Mapping[str, int] | None = None) -> Ticket | None:  # fmt: skip
+        """Take the call from its buckets (429 when one cannot admit it); None when no limit applies.
+        `prompt`: the budgets' estimate per candidate, when they made one."""
+        refs = self._buckets(request.metadata)
+        if not refs:
+            return None
+        inp = out = 0
+        if any(r.quantity in TOKEN_QUANTITIES for r in refs) and entries:
+            out = max(request.max_tokens or e.max_output_tokens or self._default_output for e in entries.values())
+            inp = max(prompt.values()) if prompt else self._prompt(request, entries)
+        return await self.gate.admit(refs, inp, out)
+
+    async def admit_embeddings(self, request: EmbeddingsRequest, entries: Mapping[str, ModelEntry],
+                               prompt: Mapping[str, int] | None = None) -> Ticket | None:  # fmt: skip
+        refs = self._buckets(request.metadata)
+        if not refs:
+            return None
+        inp = 0
+        if any(r.quantity in TOKEN_QUANTITIES for r in refs) and entries:
+            if prompt:
+                inp = max(prompt.values())
+            else:
+                entry = next(iter(entries.values()))
+                inp = self._tokens.input_tokens(request.texts, entry, self._kind_of(entry.provider))
+        return await self.gate.admit(refs, inp, 0)
+
+    def _prompt(self, request: ChatRequest, entries: Mapping[str, ModelEntry]) -> int:
+        """The first candidate's prompt count (BPE, with its provider's margin): counted only when a token limit
+        applies and the budgets did not count it already."""
+        entry = next(iter(entries.values()))
+        return self._tokens.prompt_tokens(request, entry, self._kind_of(entry.provider))
