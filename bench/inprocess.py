@@ -1,5 +1,6 @@
 """In-process cost of the request path: the Pipeline over an adapter that answers at once (no network, no Ray),
-with budgets off and on, and the caller's authentication (a cached gateway key, the audit line written to a file,
+with budgets off and on, rate limits on (four buckets of the caller's org, leased from an in-process owner), and
+the caller's authentication (a cached gateway key, the audit line written to a file,
 the identity bound to the request). What a request costs the replica's CPU, apart from HTTP and the provider.
 
     .venv/bin/python -m bench.inprocess [--calls 20000] [--profile]
@@ -31,6 +32,11 @@ from gateway.budgets.policy import Budget, BudgetPolicy
 from gateway.budgets.spending import Spending
 from gateway.budgets.store import SqliteSpendStore
 from gateway.config import ModelEntry, Timeouts
+from gateway.limits.admission import RateAdmission
+from gateway.limits.gate import LimitGate
+from gateway.limits.owner import BucketOwner
+from gateway.limits.policy import LimitRule, LimitsPolicy
+from gateway.limits.store import MemoryBucketStore
 from gateway.pipeline import Pipeline
 from gateway.pricing import Pricer
 from gateway.providers.base import Target
@@ -46,6 +52,9 @@ POLICY = BudgetPolicy(budgets={
     "org-month": Budget(scope="org", window="month", limit_usd=Decimal(1_000_000), limit_tokens=10**11),
     "user-day": Budget(scope="user", window="day", limit_usd=Decimal(100_000)),
 })  # fmt: skip
+# bench/limits.bench.yaml's four buckets, on the org (the in-process caller has no key)
+LIMITS = LimitsPolicy(limits={"per-org": LimitRule(scope="org", rpm=10**8, tpm=10**11, output_tpm=10**11,
+                                                   concurrent=10**5)})  # fmt: skip
 META = {"daemon": "executor", "org": "bench-org", "user": "bench-user"}
 
 
@@ -91,7 +100,7 @@ class Registry:
         pass
 
 
-def pipeline(budgets: bool, store: Path) -> Pipeline:
+def pipeline(budgets: bool, store: Path, limits: bool = False) -> Pipeline:
     registry, pricer = Registry(), Pricer()
     spending = None
     if budgets:
@@ -102,7 +111,16 @@ def pipeline(budgets: bool, store: Path) -> Pipeline:
 
         gate.granter = granter
         spending = Spending(POLICY, gate, pricer, TokenEstimator(), registry.kind)
-    return Pipeline(registry, pricer, spending=spending)  # type: ignore[arg-type]
+    rate = None
+    if limits:
+        owner, limit_gate = BucketOwner(MemoryBucketStore()), LimitGate()
+
+        async def take(ref, want, need):
+            return owner.grant("r", ref.id, ref.spec, want, need)
+
+        limit_gate.granter = take
+        rate = RateAdmission(LIMITS, limit_gate, TokenEstimator(), registry.kind, 4096)
+    return Pipeline(registry, pricer, spending=spending, limits=rate)  # type: ignore[arg-type]
 
 
 async def measure(p: Pipeline, calls: int, stream: bool) -> float:
@@ -116,6 +134,9 @@ async def measure(p: Pipeline, calls: int, stream: bool) -> float:
         await (_drain(p, request) if stream else p.complete(request))
         if p.spending is not None and i % 256 == 0:
             p.spending.gate.acknowledged(p.spending.gate.take_outbox(10_000))
+        if p.limits is not None and i % 256 == 0:  # the background top-up, as the sync would
+            for ref, want in p.limits.gate.wants():
+                p.limits.gate.install(ref, await p.limits.gate.granter(ref, want, 0))
     return (time.perf_counter() - t0) / calls * 1e6
 
 
@@ -158,13 +179,15 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the budgets-on stream case")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="inprocess-"))
-    rows = []
-    for budgets in (False, True, False, True):
+    cases = [("budgets off", False, False), ("budgets on", True, False), ("limits on", False, True),
+             ("budgets+limits", True, True)]  # fmt: skip
+    for label, budgets, limits in cases + cases:
         for stream in (False, True):
-            us = asyncio.run(measure(pipeline(budgets, tmp / f"{budgets}{stream}.db"), args.calls, stream))
-            rows.append((budgets, stream, us))
-            print(f"budgets {'on ' if budgets else 'off'} {'stream (20 chunks)' if stream else 'complete':18} "
-                  f"{us:7.1f} us/call", flush=True)  # fmt: skip
+            p = pipeline(budgets, tmp / f"{budgets}{limits}{stream}.db", limits)
+            us = asyncio.run(measure(p, args.calls, stream))
+            calls = p.limits.gate.counters["grants_on_request_path"] if p.limits is not None else 0
+            print(f"{label:15} {'stream (20 chunks)' if stream else 'complete':18} {us:7.1f} us/call"
+                  + (f"  ({calls} grants on the request path)" if limits else ""), flush=True)  # fmt: skip
     for _ in range(2):
         us, lookups = asyncio.run(measure_auth(args.calls, tmp / f"keys-{_}.db"))
         print(f"authentication (keys) {us:7.1f} us/call, {lookups} registry lookup(s) for {args.calls + 200} calls",

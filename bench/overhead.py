@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--gateway-model", default="auto", help="model the gateway is asked for ('' = same as direct)")
     parser.add_argument("--budgets", action="store_true", help="budgets on (bench/budgets.bench.yaml, 4 accounts)")
+    parser.add_argument("--limits", action="store_true", help="rate limits on (bench/limits.bench.yaml, 4 buckets)")
     args = parser.parse_args()
     emu_port, gw_port = free_port(), free_port()
     env = {
@@ -117,6 +118,9 @@ def main() -> int:
     if args.budgets:  # a fresh ledger every run
         spend_db = Path(tempfile.mkdtemp(prefix="bench-spend-")) / "spend.db"
         env |= {"BENCH_BUDGETS": str(ROOT / "bench" / "budgets.bench.yaml"), "BENCH_SPEND_DB": str(spend_db)}
+    if args.limits:  # fresh buckets every run
+        limits_db = Path(tempfile.mkdtemp(prefix="bench-limits-")) / "limits.db"
+        env |= {"BENCH_LIMITS": str(ROOT / "bench" / "limits.bench.yaml"), "BENCH_LIMITS_DB": str(limits_db)}
     emulator = start_emulator(emu_port, args.delays[0], args.chunks, args.client_cpus)
     gateway = subprocess.Popen(
         [

@@ -34,6 +34,7 @@ def quantities(spec: LimitSpec) -> list[tuple[Quantity, BucketSpec]]:
 class LimitRule(LimitSpec):
     scope: Scope
     key: str | None = None  # one key id / org / user; None: every one of them separately
+    org: str | None = None  # only the keys or users of this org
 
 
 class LimitsPolicy(BaseModel):
@@ -73,6 +74,8 @@ def buckets_for(policy: LimitsPolicy, meta: GatewayMetadata) -> tuple[BucketRef,
     for name, rule in policy.limits.items():
         value = values[rule.scope]
         if value is None or (rule.key is not None and rule.key not in (value, meta.user)):
+            continue
+        if rule.org is not None and rule.org != meta.org:
             continue
         out.extend(_refs(rule.scope, value, name, rule))
     own = principal.limits if principal is not None else None

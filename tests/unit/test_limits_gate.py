@@ -102,7 +102,7 @@ async def test_reconcile_gives_back_an_overestimate_and_charges_an_underestimate
     assert gate.holdings()[refs[0].id] == 1000 * MILLI // 2 - 150 * MILLI  # the grant was half the bucket
     ticket = await gate.admit(refs, 10, 10)
     gate.reconcile(ticket, 10, 2000)  # far more than estimated: the balance goes negative (a debt)
-    (ref, amount), = gate.returns()
+    ((ref, amount),) = gate.returns()
     assert amount < 0  # charged to the bucket at the next sync, which delays the next calls
     assert gate.counters["refused"] == 0
 
@@ -207,3 +207,9 @@ def test_limits_come_from_the_policy_and_from_the_key_record_and_users_are_their
                                                 user="alice"))  # fmt: skip
     assert "user:beta/alice:users:requests" in {r.id for r in other}
     assert BucketSpec(5 * MILLI, 5 * MILLI) == next(r.spec for r in refs if r.scope == "user")
+    only_acme = LimitsPolicy(limits={"acme-users": LimitRule(scope="user", org="acme", rpm=5)})
+    def users(org: str) -> list[str]:
+        return [r.id for r in buckets_for(only_acme, GatewayMetadata(principal=key, org=org, user="bob"))
+                if r.scope == "user"]  # fmt: skip
+
+    assert users("acme") == ["user:acme/bob:acme-users:requests"] and users("beta") == []
