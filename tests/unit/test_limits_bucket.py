@@ -81,7 +81,7 @@ def test_replicas_together_never_take_more_than_capacity_plus_refill():
     for trial in range(30):
         clock = [0]
         spec = BucketSpec(rng.randint(5, 500) * MILLI, rng.randint(5, 500) * MILLI)
-        owner = BucketOwner(MemoryBucketStore(), clock_ms=lambda: clock[0], monotonic=lambda: clock[0] / 1000)
+        owner = BucketOwner(MemoryBucketStore(), clock_ms=lambda c=clock: c[0], monotonic=lambda c=clock: c[0] / 1000)
         granted = 0
         for _ in range(400):
             clock[0] += rng.randint(0, 300)

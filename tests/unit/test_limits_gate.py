@@ -11,7 +11,7 @@ import pytest
 from gateway.limits.bucket import MILLI, BucketSpec
 from gateway.limits.gate import LimitGate, RateRefused
 from gateway.limits.owner import BucketOwner
-from gateway.limits.policy import BucketRef, LimitsPolicy, LimitRule, buckets_for
+from gateway.limits.policy import BucketRef, LimitRule, LimitsPolicy, buckets_for
 from gateway.limits.store import MemoryBucketStore
 from gateway.schema import ErrorKind, GatewayError, GatewayMetadata
 from gateway.schema.limits import LimitSpec
@@ -102,7 +102,7 @@ async def test_reconcile_gives_back_an_overestimate_and_charges_an_underestimate
     assert gate.holdings()[refs[0].id] == 1000 * MILLI // 2 - 150 * MILLI  # the grant was half the bucket
     ticket = await gate.admit(refs, 10, 10)
     gate.reconcile(ticket, 10, 2000)  # far more than estimated: the balance goes negative (a debt)
-    ((ref, amount),) = gate.returns()
+    ((_, amount),) = gate.returns()
     assert amount < 0  # charged to the bucket at the next sync, which delays the next calls
     assert gate.counters["refused"] == 0
 
@@ -208,6 +208,7 @@ def test_limits_come_from_the_policy_and_from_the_key_record_and_users_are_their
     assert "user:beta/alice:users:requests" in {r.id for r in other}
     assert BucketSpec(5 * MILLI, 5 * MILLI) == next(r.spec for r in refs if r.scope == "user")
     only_acme = LimitsPolicy(limits={"acme-users": LimitRule(scope="user", org="acme", rpm=5)})
+
     def users(org: str) -> list[str]:
         return [r.id for r in buckets_for(only_acme, GatewayMetadata(principal=key, org=org, user="bob"))
                 if r.scope == "user"]  # fmt: skip
