@@ -1,5 +1,5 @@
 """Rate-limit admission of one call: the buckets its caller draws from, its estimate (the prompt the budgets
-already counted, else counted here, plus the output allowance), and the ticket the call reconciles at its end."""
+already counted, else a quick estimate, plus the output allowance), and the ticket the call reconciles at its end."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from gateway.config import ModelEntry
 from gateway.limits.gate import LimitGate, Ticket
 from gateway.limits.policy import CallerBuckets, LimitsPolicy
+from gateway.routing.planner import estimate_prompt_tokens
 from gateway.schema import ChatRequest, EmbeddingsRequest
 from gateway.tokens import TokenEstimator
 
@@ -48,8 +49,8 @@ class RateAdmission:
                 inp = self._tokens.input_tokens(request.texts, entry, self._kind_of(entry.provider))
         return await self.gate.admit(refs, inp, 0)
 
-    def _prompt(self, request: ChatRequest, entries: Mapping[str, ModelEntry]) -> int:
-        """The first candidate's prompt count (BPE, with its provider's margin): counted only when a token limit
-        applies and the budgets did not count it already."""
-        entry = next(iter(entries.values()))
-        return self._tokens.prompt_tokens(request, entry, self._kind_of(entry.provider))
+    @staticmethod
+    def _prompt(request: ChatRequest, entries: Mapping[str, ModelEntry]) -> int:
+        """Without the budgets' BPE count, the quick character estimate (the one provider rate leases take): the
+        call is reconciled with the provider's count when it ends, so an estimate only moves when that happens."""
+        return estimate_prompt_tokens(request)

@@ -41,6 +41,7 @@ class Ticket:
 
     refs: tuple[BucketRef, ...]
     taken: list[int]
+    buckets: list[_Bucket]  # this replica's view of each (the ticket goes back to the same one)
     input_tokens: int
     output_tokens: int  # the output allowance
     status: RateStatus | None = None
@@ -128,7 +129,7 @@ class LimitGate:
             bucket.balance -= amount
             bucket.inflight += amount
             bucket.used_at = now
-        return Ticket(refs, amounts, input_tokens, output_tokens, self._status(buckets))
+        return Ticket(refs, amounts, buckets, input_tokens, output_tokens, self._status(buckets))
 
     async def _top_up(self, bucket: _Bucket, need: int) -> None:
         """One grant in flight per bucket: concurrent calls wait for it instead of asking again."""
@@ -198,9 +199,8 @@ class LimitGate:
         if extra <= 0 or ticket.done:
             return
         ticket.drawn += extra
-        for i, ref in enumerate(ticket.refs):
-            if ref.quantity in ("tokens", "output"):
-                bucket = self._bucket(ref)
+        for i, bucket in enumerate(ticket.buckets):
+            if bucket.ref.quantity in ("tokens", "output"):
                 bucket.balance -= extra * MILLI
                 bucket.inflight += extra * MILLI
                 ticket.taken[i] += extra * MILLI
@@ -218,10 +218,9 @@ class LimitGate:
                                        "input": inp * MILLI, "output": output_tokens * MILLI,
                                        "tokens": (inp + output_tokens) * MILLI}  # fmt: skip
         now = self._clock()
-        for ref, taken in zip(ticket.refs, ticket.taken, strict=True):
-            bucket = self._bucket(ref)
+        for bucket, taken in zip(ticket.buckets, ticket.taken, strict=True):
             bucket.inflight -= taken
-            bucket.balance += taken - actual[ref.quantity]
+            bucket.balance += taken - actual[bucket.ref.quantity]
             bucket.used_at = now
 
     # --- what the background sync does ---------------------------------------------------------------------
@@ -277,23 +276,27 @@ class LimitGate:
     def _status(self, buckets: list[_Bucket]) -> RateStatus | None:
         """The tightest request limit and the tightest token limit among `buckets`: their size, what is left
         (the owner's level at the last grant plus this replica's balance) and when they are full again."""
-        best: dict[str, tuple[float, int, int, int]] = {}
+        req: tuple[int, int, BucketSpec] | None = None  # (left, capacity, spec) of the tightest so far
+        tok: tuple[int, int, BucketSpec] | None = None
         for bucket in buckets:
-            ref = bucket.ref
-            kind = "requests" if ref.quantity == "requests" else "tokens" if ref.quantity != "concurrent" else None
-            if kind is None:
+            quantity, spec = bucket.ref.quantity, bucket.ref.spec
+            if quantity == "concurrent":
                 continue
-            left = max(0, bucket.seen_level) + max(0, bucket.balance)
-            left = min(left, ref.spec.capacity)
-            ratio = left / ref.spec.capacity
-            if kind not in best or ratio < best[kind][0]:
-                reset = reset_ms(ref.spec, Level(left, 0))
-                best[kind] = (ratio, ref.spec.capacity // MILLI, left // MILLI, reset)
-        if not best:
+            left = min(max(0, bucket.seen_level) + max(0, bucket.balance), spec.capacity)
+            best = req if quantity == "requests" else tok
+            if best is None or left * best[1] < best[0] * spec.capacity:  # the smaller share left, in integers
+                if quantity == "requests":
+                    req = (left, spec.capacity, spec)
+                else:
+                    tok = (left, spec.capacity, spec)
+        if req is None and tok is None:
             return None
-        req, tok = best.get("requests"), best.get("tokens")
-        return RateStatus(
-            requests_limit=req[1] if req else None, requests_remaining=req[2] if req else None,
-            requests_reset_ms=req[3] if req else None, tokens_limit=tok[1] if tok else None,
-            tokens_remaining=tok[2] if tok else None, tokens_reset_ms=tok[3] if tok else None,
-        )  # fmt: skip
+        return RateStatus(*_limit(req), *_limit(tok))
+
+
+def _limit(best: tuple[int, int, BucketSpec] | None) -> tuple[int | None, int | None, int | None]:
+    """(limit, remaining, reset ms) in requests or tokens."""
+    if best is None:
+        return None, None, None
+    left, capacity, spec = best
+    return capacity // MILLI, left // MILLI, reset_ms(spec, Level(left, 0))

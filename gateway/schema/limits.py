@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -24,11 +26,10 @@ class LimitSpec(BaseModel):
         return self
 
 
-class RateStatus(BaseModel):
+@dataclass(frozen=True, slots=True)
+class RateStatus:
     """Where a caller stands on its tightest request limit and its tightest token limit (the `x-ratelimit-*`
-    headers of an answer or a refusal); None: no such limit applies."""
-
-    model_config = ConfigDict(frozen=True)
+    headers of an answer or a refusal); None: no such limit applies. A dataclass: one is made per call."""
 
     requests_limit: int | None = None
     requests_remaining: int | None = None
