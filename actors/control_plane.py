@@ -208,11 +208,14 @@ class ControlLink:
                 return
             for (ref, amount), level in zip(returns, levels, strict=True):
                 gate.returned(ref, amount, level)
-        for ref, want in gate.wants():
-            ok, grant = await self._guarded("a rate-limit lease", LIMITS, "grant", rid, ref.id, ref.spec, want, 0)
+        wants = gate.wants()
+        if wants:
+            ok, grants = await self._guarded("rate-limit leases", LIMITS, "grant_many", rid,
+                                             [(r.id, r.spec, want, 0) for r, want in wants])  # fmt: skip
             if not ok:
                 return
-            gate.install(ref, grant)
+            for (ref, _), grant in zip(wants, grants, strict=True):
+                gate.install(ref, grant)
         if self._ticks % ALIVE_EVERY == 1 and gate.holdings():
             await self._guarded("the rate-limit holdings", LIMITS, "alive", rid, gate.holdings())
 

@@ -29,6 +29,10 @@ class LimitOwnerActor:
     async def grant(self, replica: str, bucket: str, spec: BucketSpec, want: int, need: int) -> Grant:
         return await self._run(self._owner.grant, replica, bucket, spec, want, need)  # type: ignore[no-any-return]
 
+    async def grant_many(self, replica: str, asks: list[tuple[str, BucketSpec, int, int]]) -> list[Grant]:
+        """The background top-ups of one sync, in one call."""
+        return await self._run(lambda: [self._owner.grant(replica, *ask) for ask in asks])  # type: ignore[no-any-return]
+
     async def give(self, replica: str, returns: list[tuple[str, BucketSpec, int]]) -> list[int]:
         """Balances going back (positive) and debts (negative); the levels after, in order."""
         return await self._run(lambda: [self._owner.give(replica, b, s, a) for b, s, a in returns])  # type: ignore[no-any-return]

@@ -105,11 +105,11 @@ class LimitGate:
         nothing is taken from any)."""
         amounts = needs(refs, input_tokens, output_tokens)
         buckets = [self._bucket(r) for r in refs]
-        for _ in itertools.count():
+        for round_ in itertools.count():
             short = [(b, n) for b, n in zip(buckets, amounts, strict=True) if b.balance < n]
             if not short:
                 return self._take(refs, buckets, amounts, input_tokens, output_tokens)
-            if _ >= CONTENDED_ROUNDS:
+            if round_ >= CONTENDED_ROUNDS:
                 raise GatewayError(ErrorKind.OVERLOADED, "rate-limit leases are contended (the call fits, but "
                                    "concurrent calls took each grant first); try again", retry_after=0.1)  # fmt: skip
             for bucket, need in short:

@@ -17,8 +17,13 @@ from gateway.control.health import ProviderHealth
 from gateway.control.ratelimit import RateLimiter
 from gateway.control.replica import RateLimit, ReplicaControl
 from gateway.control.router_state import RouterState
+from gateway.limits.bucket import MILLI
+from gateway.limits.gate import LimitGate
+from gateway.limits.owner import BucketOwner
+from gateway.limits.policy import LimitRule, LimitsPolicy, buckets_for
+from gateway.limits.store import MemoryBucketStore
 from gateway.routing.policy import Breakers, load_policy
-from gateway.schema import ErrorKind, GatewayError
+from gateway.schema import ErrorKind, GatewayError, GatewayMetadata
 
 CONFIG = load_config()
 POLICY_FILE = Path(__file__).parents[2] / "policies" / "routing.yaml"
@@ -83,6 +88,25 @@ class FakeLedger:
         self.grants.append(args)
 
 
+class FakeOwner:
+    """The bucket owner actor's methods over the real BucketOwner (in memory)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.owner = BucketOwner(MemoryBucketStore(), clock_ms=lambda: int(clock.now * 1000), monotonic=clock)
+
+    def grant(self, replica: str, bucket: str, spec: Any, want: int, need: int) -> Any:
+        return self.owner.grant(replica, bucket, spec, want, need)
+
+    def grant_many(self, replica: str, asks: list[Any]) -> list[Any]:
+        return [self.owner.grant(replica, *ask) for ask in asks]
+
+    def give(self, replica: str, returns: list[Any]) -> list[int]:
+        return [self.owner.give(replica, *r) for r in returns]
+
+    def alive(self, replica: str, holdings: dict[str, int]) -> None:
+        self.owner.alive(replica, holdings)
+
+
 class Clock:
     def __init__(self, now: float = 1_000.0) -> None:
         self.now = now
@@ -129,6 +153,8 @@ class Cluster:
                 self.actors[name] = FakeRouter(self.providers(), version, *args)
             elif name == "budget_ledger":
                 self.actors[name] = FakeLedger(*args)
+            elif name == "limits":
+                self.actors[name] = FakeOwner(self.clock)
             else:
                 self.actors[name] = FakeProvider(*args, clock=self.clock)
         if name == "router":
@@ -253,3 +279,28 @@ def test_connect_installs_the_link_as_refiller_and_granter_without_touching_ray(
     gate = BudgetGate(10, 10)
     link = connect(CONFIG, POLICY, LIMITS, control, gate)
     assert control.refiller == link.refill and gate.granter == link.budget_grant
+
+
+async def test_rate_limit_leases_are_asked_once_on_the_path_then_topped_up_and_returned_by_the_sync():
+    cluster = Cluster()
+    gate = LimitGate(1, clock=cluster.clock)
+    control = ReplicaControl("r1", POLICY, stale_after_s=10, clock=cluster.clock)
+    link = ControlLink(CONFIG, POLICY, LIMITS, control, None, gate, actors=cluster)
+    gate.granter = link.bucket_grant
+    refs = buckets_for(LimitsPolicy(limits={"k": LimitRule(scope="org", rpm=100)}), GatewayMetadata(org="acme"))
+    for _ in range(6):
+        gate.reconcile(await gate.admit(refs, 0, 0), 0, 0)
+    assert control.actor_calls["request_path"] == 1  # the first grant: a tenth of the bucket
+    await link.sync_once()  # 4 of 10 left: topped up in the background
+    owner = cluster.actors["limits"].owner
+    assert owner.status(refs[0].id, refs[0].spec)["level"] < 90 * MILLI
+    for _ in range(6):
+        gate.reconcile(await gate.admit(refs, 0, 0), 0, 0)
+    assert control.actor_calls["request_path"] == 1  # still: no actor call per request
+    cluster.clock.now += 3  # idle: what is left goes back
+    await link.sync_once()
+    assert gate.holdings()[refs[0].id] == 0
+    assert owner.status(refs[0].id, refs[0].spec)["level"] == (100 - 12 + 5) * MILLI  # 12 used, 3 s refilled 5
+    cluster.down.add("limits")
+    ticket = await gate.admit(refs, 0, 0)  # the owner is away: the fallback bucket serves, bounded
+    assert ticket and gate.counters["fallback_grants"] == 1

@@ -214,3 +214,12 @@ def test_limits_come_from_the_policy_and_from_the_key_record_and_users_are_their
                 if r.scope == "user"]  # fmt: skip
 
     assert users("acme") == ["user:acme/bob:acme-users:requests"] and users("beta") == []
+
+
+def test_a_refusal_crosses_a_process_as_the_gateway_error_a_client_sees():
+    import pickle
+
+    refused = RateRefused("rate limit exceeded: key `k1`", "requests_per_minute_exceeded", 6, None)
+    back = pickle.loads(pickle.dumps(refused))
+    assert isinstance(back, GatewayError) and back.kind is ErrorKind.RATE_LIMITED
+    assert (back.code, back.retry_after, back.status_code) == ("requests_per_minute_exceeded", 6, 429)
