@@ -1,13 +1,10 @@
-"""Provider rate limits (requests and tokens per minute, as token buckets) leased to replicas: the provider actor
-grants, a replica spends locally."""
+"""Provider rate limits (requests and tokens per minute) as leases: the actor grants, a replica spends locally."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from gateway.limits.bucket import MILLI, BucketSpec, Level, full, refilled, wait_ms
 
 WINDOW_S = 60.0
 
@@ -32,77 +29,50 @@ class Held:
 
 
 class RateLimiter:
-    """The provider actor's side: a token bucket per limit (a minute's worth, refilled continuously, so no 2x burst
-    at a minute boundary); grants shrink as a bucket empties, so the replicas together never exceed it (a lease's
-    leftovers are dropped at its minute's end, never over-granted)."""
+    """The provider actor's side: per-minute windows; grants shrink as a window nears its limit, so the replicas
+    together never exceed it (unspent leased capacity is lost at the window's end, never over-granted)."""
 
     def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float] = time.time) -> None:
         self.rpm, self.tpm = rpm, tpm
         self._clock = clock
-        now = self._ms()
-        self._specs = tuple(BucketSpec(n * MILLI, n * MILLI) if n is not None else None for n in (rpm, tpm))
-        self._levels = [full(spec, now) if spec is not None else None for spec in self._specs]
-        self._counted: dict[str, int] = {}  # replica -> the minute of its last grant (what it held is known)
-        self._asked: dict[str, float] = {}  # replica -> its last grant (a holder for a minute)
+        self._window = -1
+        self._requests = 0
+        self._tokens = 0
+        self._holders: set[str] = set()
 
-    def _ms(self) -> int:
-        return int(self._clock() * 1000)
-
-    def _left(self, i: int, now: int) -> int | None:
-        spec, level = self._specs[i], self._levels[i]
-        if spec is None or level is None:
-            return None
-        self._levels[i] = level = refilled(spec, level, now)
-        return level.milli // MILLI
-
-    def _spend(self, i: int, amount: int) -> None:
-        level = self._levels[i]
-        if level is not None:
-            self._levels[i] = Level(level.milli - amount * MILLI, level.at_ms)
-
-    def _holders(self, replica: str) -> int:
-        now = self._clock()
-        self._asked[replica] = now
-        for gone in [r for r, at in self._asked.items() if now - at > WINDOW_S]:
-            del self._asked[gone]
-        return len(self._asked)
+    def _roll(self) -> int:
+        window = int(self._clock() // WINDOW_S)
+        if window != self._window:
+            self._window, self._requests, self._tokens, self._holders = window, 0, 0, set()
+        return window
 
     def grant(self, replica: str, want_requests: int, want_tokens: int, held: Held | None = None) -> Grant:
-        """At most half of what is left, split between the replicas holding leases; at least what one request
-        needs while that fits. `held`: what the replica was granted this minute, which a limiter that has not
-        granted to it this minute (it restarted) counts as spent, so a restart forgets nothing."""
-        now, window = self._ms(), int(self._clock() // WINDOW_S)
-        if self._counted.get(replica) != window and held is not None and held.window == window:
-            self._spend(0, held.requests)
-            self._spend(1, held.tokens)
-        self._counted[replica] = window
-        share = 2 * self._holders(replica)
-        left_r, left_t = self._left(0, now), self._left(1, now)
+        """At most half of what is left, split between the replicas holding leases this minute; at least what one
+        request needs while that fits. `held`: what the replica was granted this minute before, which a limiter
+        that does not know the replica (it restarted mid-minute) counts as used, so a restart forgets nothing."""
+        window = self._roll()
+        if replica not in self._holders and held is not None and held.window == window:
+            self._requests += held.requests
+            self._tokens += held.tokens
+        self._holders.add(replica)
+        share = 2 * len(self._holders)
         requests = want_requests
-        if left_r is not None:
-            requests = min(want_requests, left_r, max(1, left_r // share)) if left_r > 0 else 0
+        if self.rpm is not None:
+            left = self.rpm - self._requests
+            requests = min(want_requests, left, max(1, left // share)) if left > 0 else 0
         tokens = want_tokens if requests else 0
-        if left_t is not None and requests:
-            tokens = min(want_tokens, left_t)
+        if self.tpm is not None and requests:
+            left = self.tpm - self._tokens
+            tokens = min(want_tokens, left)
             if tokens <= 0:
                 requests, tokens = 0, 0
-        if not requests:  # refused until one request and one token have refilled
-            return Grant(window, 0, 0, self._clock() + max(0.05, self._wait(now) / 1000))
-        self._spend(0, requests)
-        self._spend(1, tokens)
+        self._requests += requests
+        self._tokens += tokens
         return Grant(window, requests, tokens, (window + 1) * WINDOW_S)
 
-    def _wait(self, now: int) -> int:
-        waits = [wait_ms(spec, refilled(spec, level, now), MILLI) or 0
-                 for spec, level in zip(self._specs, self._levels, strict=True) if spec and level]  # fmt: skip
-        return max(waits, default=0)
-
     def view(self) -> dict[str, int | None]:
-        """The limits, and what of each bucket is in use (granted and not yet refilled)."""
-        now = self._ms()
-        used = [None if (left := self._left(i, now)) is None or spec is None else spec.capacity // MILLI - left
-                for i, spec in enumerate(self._specs)]  # fmt: skip
-        return {"rpm": self.rpm, "tpm": self.tpm, "requests_granted": used[0], "tokens_granted": used[1]}
+        self._roll()
+        return {"rpm": self.rpm, "tpm": self.tpm, "requests_granted": self._requests, "tokens_granted": self._tokens}
 
 
 class RateLease:

@@ -119,16 +119,6 @@ def test_rate_limiter_never_grants_more_than_the_limit_and_shrinks_near_it():
     assert limiter.grant("a", 10, 0).requests == 10
 
 
-def test_a_provider_limit_allows_no_double_burst_at_a_minute_boundary():
-    """Fixed windows let 2x the limit through around a minute boundary; the bucket refills only as time passes."""
-    clock = Clock(59.0)
-    limiter = RateLimiter(rpm=100, tpm=None, clock=clock)
-    first = sum(limiter.grant("a", 100, 0).requests for _ in range(20))
-    clock.now = 61.0  # two seconds later, in the next minute
-    second = sum(limiter.grant("a", 100, 0).requests for _ in range(20))
-    assert first == 100 and second <= 4  # 100 per minute refill 3.3 in 2 s, not another 100
-
-
 def test_token_limit_and_lease_spending():
     clock = Clock(30.0)
     limiter = RateLimiter(rpm=None, tpm=1000, clock=clock)
@@ -240,8 +230,8 @@ async def test_leases_refill_through_the_actor_call_only_when_spent():
     for _ in range(5):
         if replica.take("openai", 1) or await replica.refill_and_take("openai", 1):
             admitted += 1
-    assert admitted == 3 and replica.lease_window_end("openai") == 20.0  # one request refills every 20 s
-    assert len(calls) == 4  # the lease shrinks near the limit (1 + 1 + 1), one refusal, then no call till it refills
+    assert admitted == 3 and replica.lease_window_end("openai") == 60.0
+    assert len(calls) == 4  # the lease shrinks near the limit (1 + 1 + 1), one refusal, then no call till next minute
     clock.now = 60.0
     assert await replica.refill_and_take("openai", 1) and len(calls) == 5
 
