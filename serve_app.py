@@ -24,6 +24,9 @@ from gateway.routing.policy import RoutingPolicy, load_policy
 if TYPE_CHECKING:
     from gateway.auth.admin import KeyAdmin
     from gateway.auth.authenticator import Authenticator
+    from gateway.budgets.spending import Spending
+    from gateway.limits.admission import RateAdmission
+    from gateway.runtime_rules import Overlay
     from gateway.secrets.resolver import SecretResolver
 
 APP_NAME = "llm_gateway"
@@ -103,9 +106,10 @@ class Gateway:
             limit_gate = LimitGate(config.server.replicas, config.limits.on_store_error)
             rate = RateAdmission(limits or LimitsPolicy(), limit_gate, self._tokens, registry.kind,
                                  config.budgets.default_output_tokens)  # fmt: skip
+        self._rules = _overlays(config, budgets, spending, limits, rate)
         if config.control.enabled:
             self._link = connect(config, policy, provider_limits, control, spending.gate if spending else None,
-                                 rate.gate if rate else None)  # fmt: skip
+                                 rate.gate if rate else None, self._rules)  # fmt: skip
             await self._link.sync_once()  # the first snapshot and leases before the first request
             await self._link.start_ledger()
             self._link.start()
@@ -143,7 +147,8 @@ class Gateway:
     def __serve_build_asgi_app__(self) -> Any:
         from gateway.http_api import HttpApi
 
-        return HttpApi(self._config, self._pipeline, self._auth, self._link, self._tokens, self._key_admin).app()
+        return HttpApi(self._config, self._pipeline, self._auth, self._link, self._tokens, self._key_admin,
+                       self._rules).app()  # fmt: skip
 
     async def __del__(self) -> None:
         """Serve calls this on replica shutdown: stop the syncs, close the provider connection pools."""
@@ -154,6 +159,23 @@ class Gateway:
             self._audit_flush.cancel()
         if "_pipeline" in self.__dict__:  # absent when __init__ failed before it
             await self._pipeline.aclose()
+
+
+def _overlays(config: GatewayConfig, budgets: BudgetPolicy | None, spending: Spending | None,
+              limits: LimitsPolicy | None, rate: RateAdmission | None) -> dict[str, Overlay[Any]]:  # fmt: skip
+    """The rules the admin API may set at run time, laid over the files' (only where that feature is on)."""
+    from gateway.budgets.policy import budget_rule
+    from gateway.limits.policy import LimitRule
+    from gateway.runtime_rules import Overlay
+
+    out: dict[str, Overlay[Any]] = {}
+    if rate is not None:
+        out["limits"] = Overlay("limits", limits.limits if limits else {}, LimitRule.model_validate,
+                                lambda rules: rate.adopt(LimitsPolicy(limits=rules)))  # fmt: skip
+    if spending is not None and budgets is not None:
+        out["budgets"] = Overlay("budgets", budgets.budgets, budget_rule(config.models),
+                                 lambda rules: spending.adopt(BudgetPolicy(budgets=rules)))  # fmt: skip
+    return out
 
 
 def build_app(config: GatewayConfig) -> Application:

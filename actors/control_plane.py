@@ -19,6 +19,7 @@ from actors.router import RouterActor
 from gateway.budgets.gate import BudgetGate
 from gateway.budgets.ledger import Lease
 from gateway.budgets.policy import Account
+from gateway.budgets.store import TotalRow
 from gateway.config import GatewayConfig
 from gateway.control.ratelimit import Grant, Held
 from gateway.control.replica import ReplicaControl
@@ -26,12 +27,14 @@ from gateway.limits.gate import LimitGate
 from gateway.limits.owner import Grant as BucketGrant
 from gateway.limits.policy import BucketRef
 from gateway.routing.policy import Breakers, RoutingPolicy
+from gateway.runtime_rules import Body, Overlay
 
 log = logging.getLogger("gateway.control")
 CALL_TIMEOUT_S = 2.0
 SETUP_TIMEOUT_S = CALL_TIMEOUT_S * 5  # an actor's first call may wait for it to start
 ALIVE_EVERY = 10  # ticks
 ROUTER, LEDGER, LIMITS = "router", "budget_ledger", "limits"
+RULE_OWNERS = {"limits": LIMITS, "budgets": LEDGER}  # a kind of runtime rules -> the actor that keeps them
 FAILURES = (RayError, TimeoutError)  # what a guarded call turns into "the actor is down, serve on"
 
 # name, constructor arguments -> a handle of that named actor (created if it does not exist); a handle's
@@ -53,9 +56,11 @@ def ray_actors(namespace: str) -> Actors:
 
 def connect(config: GatewayConfig, policy: RoutingPolicy | None,
             providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
-            gate: BudgetGate | None = None, limits: LimitGate | None = None) -> ControlLink:  # fmt: skip
+            gate: BudgetGate | None = None, limits: LimitGate | None = None,
+            rules: Mapping[str, Overlay[Any]] | None = None) -> ControlLink:  # fmt: skip
     """A link over Ray's named actors, installed as the replica's rate-lease refiller, budget and bucket granter."""
-    link = ControlLink(config, policy, providers, control, gate, limits, actors=ray_actors(config.control.namespace))
+    link = ControlLink(config, policy, providers, control, gate, limits, rules,
+                       actors=ray_actors(config.control.namespace))  # fmt: skip
     control.refiller = link.refill
     if gate is not None:
         gate.granter = link.budget_grant
@@ -71,9 +76,10 @@ class ControlLink:
 
     def __init__(self, config: GatewayConfig, policy: RoutingPolicy | None,
                  providers: Mapping[str, tuple[int | None, int | None]], control: ReplicaControl,
-                 gate: BudgetGate | None = None, limits: LimitGate | None = None, *,
-                 actors: Actors) -> None:  # fmt: skip
+                 gate: BudgetGate | None = None, limits: LimitGate | None = None,
+                 rules: Mapping[str, Overlay[Any]] | None = None, *, actors: Actors) -> None:  # fmt: skip
         self._cfg = config.control
+        self._rules = dict(rules or {})  # kind -> the replica's overlay of that kind's runtime rules
         self._limit_gate, self._limits_cfg = limits, config.limits
         self._catalog = dict(config.models)
         self._policy, self._path = policy, config.routing_policy
@@ -222,6 +228,23 @@ class ControlLink:
     async def limit_status(self, ref: BucketRef) -> dict[str, int]:
         return await self._ask(LIMITS, "status", ref.id, ref.spec, path=None)  # type: ignore[no-any-return]
 
+    # --- rules set at run time ------------------------------------------------------------------------------
+    async def put_rule(self, kind: str, name: str, body: Body | None) -> int:
+        """Stored by the kind's owner, in force here at once (the other replicas within a sync interval)."""
+        rules = await self._ask(RULE_OWNERS[kind], "put_rule", name, body, path=None)
+        self._rules[kind].install(rules)
+        return rules.version  # type: ignore[no-any-return]
+
+    async def _pull_rules(self) -> None:
+        for kind, overlay in self._rules.items():
+            ok, rules = await self._guarded(f"the runtime {kind} rules", RULE_OWNERS[kind], "rules", overlay.version)
+            if ok and rules is not None:
+                overlay.install(rules)
+
+    async def budget_spend(self, prefix: str, after: str | None, limit: int) -> tuple[list[TotalRow], str | None]:
+        await self._flush_charges()  # this replica's settled calls are in it
+        return await self._ask(LEDGER, "spend", prefix, after, limit, path=None)  # type: ignore[no-any-return]
+
     # --- the background sync ------------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="control-plane-sync")
@@ -238,7 +261,7 @@ class ControlLink:
 
     async def sync_once(self) -> None:
         await asyncio.gather(self._report(), self._top_up(), self._flush_charges(), self._top_up_budgets(),
-                             self._sync_limits(), return_exceptions=True)  # fmt: skip
+                             self._sync_limits(), self._pull_rules(), return_exceptions=True)  # fmt: skip
         await self._release_idle()  # after the flush: a forgotten account's charges are already booked
         await self._pull()
 

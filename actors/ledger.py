@@ -13,6 +13,7 @@ from gateway.budgets.ledger import Lease, Ledger
 from gateway.budgets.policy import Account
 from gateway.budgets.store import Charge
 from gateway.config import BudgetsConfig
+from gateway.runtime_rules import Body, RuleKeeper, RuleSet, open_rule_store
 
 log = logging.getLogger("gateway.budgets")
 
@@ -26,6 +27,7 @@ class BudgetLedgerActor:
     def __init__(self, budgets: BudgetsConfig) -> None:
         self._where = store_of(budgets)
         self._ledger = Ledger(open_store(budgets))
+        self._rules = _rule_keeper(budgets)
         self._writing = asyncio.Lock()  # one store write at a time (a SQLite connection is not shared by threads)
         self._saving: asyncio.Task[None] | None = None
 
@@ -77,6 +79,17 @@ class BudgetLedgerActor:
         await self._load(account)
         return self._ledger.status(account)
 
+    async def rules(self, version: int) -> RuleSet | None:
+        """The budgets set at run time, if they changed since the caller's `version`."""
+        return await asyncio.to_thread(self._rules.since, version)
+
+    async def put_rule(self, name: str, body: Body | None) -> RuleSet:
+        return await asyncio.to_thread(self._rules.put, name, body)
+
+    async def spend(self, prefix: str, after: str | None, limit: int) -> tuple[list[tuple[str, int, int]], str | None]:
+        """Settled spend, a page at a time: (account, picos, tokens) rows and the cursor of the next page."""
+        return await asyncio.to_thread(self._ledger.spend_page, prefix, after, limit)
+
     async def adopt(self, budgets: BudgetsConfig) -> str:
         """A deploy with another store (path, backend or table) takes effect: pending lease saves are written to
         the old store, then spend is booked in the new one (its totals are read from it on each account's first
@@ -88,10 +101,17 @@ class BudgetLedgerActor:
             await asyncio.to_thread(self._ledger.persist, self._ledger.dirty_leases())
             old, self._ledger = self._ledger, Ledger(open_store(budgets))
             old.close()
+            self._rules.close()
+            self._rules = _rule_keeper(budgets)
         log.warning("budget ledger: the store changed from %s to %s; spend is booked there from now on",
                     self._where, where)  # fmt: skip
         self._where = where
         return where
+
+
+def _rule_keeper(budgets: BudgetsConfig) -> RuleKeeper:
+    dynamo = budgets.dynamodb if budgets.backend == "dynamodb" else None
+    return RuleKeeper(open_rule_store("budgets", budgets.store, dynamo))
 
 
 def store_of(budgets: BudgetsConfig) -> str:

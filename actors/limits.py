@@ -12,6 +12,7 @@ from gateway.config import LimitsConfig
 from gateway.limits.bucket import BucketSpec
 from gateway.limits.owner import BucketOwner, Grant
 from gateway.limits.store import open_bucket_store
+from gateway.runtime_rules import Body, RuleKeeper, RuleSet, open_rule_store
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -21,6 +22,8 @@ class LimitOwnerActor:
 
     def __init__(self, limits: LimitsConfig) -> None:
         self._owner = BucketOwner(open_bucket_store(limits))
+        dynamo = limits.dynamodb if limits.backend == "dynamodb" else None
+        self._rules = RuleKeeper(open_rule_store("limits", limits.store, dynamo))
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits-store")
 
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -42,6 +45,13 @@ class LimitOwnerActor:
 
     async def status(self, bucket: str, spec: BucketSpec) -> dict[str, int]:
         return await self._run(self._owner.status, bucket, spec)  # type: ignore[no-any-return]
+
+    async def rules(self, version: int) -> RuleSet | None:
+        """The rules set at run time, if they changed since the caller's `version`."""
+        return await self._run(self._rules.since, version)  # type: ignore[no-any-return]
+
+    async def put_rule(self, name: str, body: Body | None) -> RuleSet:
+        return await self._run(self._rules.put, name, body)  # type: ignore[no-any-return]
 
     async def ready(self) -> bool:
         return True

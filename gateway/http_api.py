@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -25,10 +25,12 @@ from gateway.control.status import provider_status
 from gateway.http_json import json_response, read_json
 from gateway.http_keys import KeysApi
 from gateway.http_limits import LimitsApi
+from gateway.http_rules import RulesAdmin, RulesApi
 from gateway.ingress import Handler, Ingress
 from gateway.limits.headers import rate_headers
 from gateway.limits.policy import BucketRef
 from gateway.pipeline import Pipeline
+from gateway.runtime_rules import Overlay
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -122,7 +124,7 @@ async def _after(head: asyncio.Future[StreamEvent], events: AsyncIterator[Stream
         await _close(head, events)
 
 
-class ControlAdmin(Protocol):
+class ControlAdmin(RulesAdmin, Protocol):
     """The control-plane operations an admin endpoint may trigger (the Ray link implements it)."""
 
     async def reload_policy(self) -> tuple[bool, str]: ...
@@ -139,7 +141,7 @@ class HttpApi:
 
     def __init__(self, config: GatewayConfig, pipeline: Pipeline, auth: Authenticator,
                  admin: ControlAdmin | None = None, tokens: TokenEstimator | None = None,
-                 keys: KeyAdmin | None = None) -> None:  # fmt: skip
+                 keys: KeyAdmin | None = None, rules: Mapping[str, Overlay[Any]] | None = None) -> None:  # fmt: skip
         self._config = config
         self._pipeline = pipeline
         self._auth = auth
@@ -147,9 +149,11 @@ class HttpApi:
         self._keys = KeysApi(keys, self._caller)
         self._key_admin = keys
         rate = pipeline.limits
-        self._limits = LimitsApi(rate.policy if rate is not None else None,
+        self._limits = LimitsApi(lambda: rate.policy if rate is not None else None,
                                  admin.limit_status if admin is not None and rate is not None else None,
                                  self._caller, self._record_limits)  # fmt: skip
+        spending = pipeline.spending
+        self._rules = RulesApi(rules or {}, admin, self._caller, lambda: spending.policy if spending else None)
         self._heartbeat = config.server.heartbeat_interval_s
         self._tokens = tokens or TokenEstimator(token_margins(config))
 
@@ -389,6 +393,7 @@ class HttpApi:
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
         self._keys.mount(api)
+        self._rules.mount(api)
 
         @api.get("/healthz")
         async def healthz() -> JSONResponse:

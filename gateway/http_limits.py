@@ -24,19 +24,20 @@ RecordLimits = Callable[[str], Awaitable[LimitSpec | None]]
 
 
 class LimitsApi:
-    def __init__(self, policy: LimitsPolicy | None, status: Status | None, authorize: Authorize,
+    def __init__(self, policy: Callable[[], LimitsPolicy | None], status: Status | None, authorize: Authorize,
                  record_limits: RecordLimits) -> None:  # fmt: skip
         self._policy, self._status, self._authorize, self._record_limits = policy, status, authorize, record_limits
 
     async def get(self, http: Request) -> Response:
         principal = await self._authorize(http, "limits")
         scope, key = http.path_params["scope"], http.path_params["key"]
-        if self._policy is None or self._status is None:
+        policy = self._policy()  # the policy in force (rules set at run time included)
+        if policy is None or self._status is None:
             raise GatewayError(ErrorKind.NOT_FOUND, "rate limits are off in this gateway (no limits policy, no keys)")
         if scope not in SCOPES:
             raise validation_error("scope", f"one of {', '.join(SCOPES)}")
         org = budget_org(principal, scope, key, http.query_params.get("org"))
-        refs = [r for r in buckets_for(self._policy, await self._meta(principal, scope, key, org)) if r.scope == scope]
+        refs = [r for r in buckets_for(policy, await self._meta(principal, scope, key, org)) if r.scope == scope]
         if not refs:
             raise GatewayError(ErrorKind.NOT_FOUND, f"no rate limit applies to {scope} `{key}`")
         return json_response({"limits": [self._row(r, await self._status(r)) for r in refs]})

@@ -21,6 +21,7 @@ ROUTE_SCOPES: MappingProxyType[str, Scope | None] = MappingProxyType(
         "providers": "admin",
         "policy": "admin",
         "policy.reload": "admin",
+        "rules": "admin",  # limits and budgets set at run time, and the settled-spend export
         "keys.create": "admin",
         "keys.list": "admin",
         "keys.get": "admin",

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import boto3
 from botocore.client import BaseClient
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gateway.auth.keys import KeyRecord
 from gateway.config import DynamoConfig
+from gateway.dynamo_table import dynamo_client, ensure_table
 
 KEY = "key#"
 
@@ -25,28 +24,10 @@ class DynamoKeyStore:
         self._table = config.table
         self._owned = client is None
         if client is None:
-            retries = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10)
-            # boto3's default credential chain; a session of our own because the default one is not thread-safe
-            client = boto3.session.Session().client(
-                "dynamodb", region_name=config.region, endpoint_url=config.endpoint_url, config=retries
-            )
+            client = dynamo_client(config.region, config.endpoint_url, attempts=5, connect_s=5, read_s=10)
         self._client = client
         if config.create_table:
-            self._create_table()
-
-    def _create_table(self) -> None:
-        """For development and tests: the table, on demand (PAY_PER_REQUEST), once it is ACTIVE."""
-        try:
-            self._client.create_table(
-                TableName=self._table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":  # already there (or being created)
-                raise
-        self._client.get_waiter("table_exists").wait(TableName=self._table, WaiterConfig={"Delay": 1})
+            ensure_table(client, self._table)
 
     def get(self, key_id: str) -> KeyRecord | None:
         item = self._client.get_item(TableName=self._table, Key={"pk": {"S": f"{KEY}{key_id}"}},

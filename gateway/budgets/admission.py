@@ -88,7 +88,7 @@ class Admission:
             try:
                 hold = await spending.hold(accounts, estimate)
             except BudgetRefused as refused:
-                budget = spending.policy.budgets[refused.account.budget]
+                budget = spending.rule(refused.account)
                 step = (refused.account.id, budget.on_exceed)
                 outcome = None if budget.on_exceed == "refuse" or step in tried else (
                     self._shrink(request, entries, refused, budget.min_output_tokens) if budget.on_exceed == "shrink"

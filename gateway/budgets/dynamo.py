@@ -9,11 +9,10 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from gateway.budgets.store import Charge, LeaseRow
+from gateway.budgets.store import Charge, LeaseRow, TotalRow
+from gateway.dynamo_table import dynamo_client, ensure_table
 
 CHARGE, TOTAL, LEASES = "charge#", "total#", "leases#"
 MAX_ACCOUNTS = 50  # TransactWriteItems takes at most 100 items, and a charge needs two per account
@@ -57,27 +56,9 @@ class DynamoSpendStore:
 
     def __init__(self, table: str, region: str, endpoint_url: str | None = None, *, create_table: bool = False) -> None:
         self._table = table
-        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=10)
-        # boto3's default credential chain; a session of our own because the default one is not thread-safe
-        self._client = boto3.session.Session().client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-        )
+        self._client = dynamo_client(region, endpoint_url, attempts=5, connect_s=5, read_s=10)
         if create_table:
-            self._create_table()
-
-    def _create_table(self) -> None:
-        """For development and tests: the table, on demand (PAY_PER_REQUEST), once it is ACTIVE."""
-        try:
-            self._client.create_table(
-                TableName=self._table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":  # already there (or being created)
-                raise
-        self._client.get_waiter("table_exists").wait(TableName=self._table, WaiterConfig={"Delay": 1})
+            ensure_table(self._client, table)
 
     def record(self, charges: Iterable[Charge]) -> list[Charge]:
         """Any error other than "already recorded" propagates: the caller keeps the charges and sends them again."""
@@ -165,6 +146,26 @@ class DynamoSpendStore:
             for page in pages
             for item in page["Items"]
         }
+
+    def totals_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[TotalRow], str | None]:
+        """A Scan filtered on the key prefix (in DynamoDB's order, not the accounts'); the cursor is the key of the
+        last item read, so a page of a table with many charges may take several Scan calls."""
+        rows: list[TotalRow] = []
+        start = {"ExclusiveStartKey": {"pk": {"S": after}}} if after else {}
+        while True:
+            page = self._client.scan(
+                TableName=self._table, ConsistentRead=True, Limit=max(limit, 100), **start,
+                FilterExpression="begins_with(pk, :prefix)", ProjectionExpression="pk, #m, #o, #t",
+                ExpressionAttributeNames=_NAMES, ExpressionAttributeValues={":prefix": {"S": TOTAL + prefix}},
+            )  # fmt: skip
+            for item in page["Items"]:
+                rows.append((item["pk"]["S"].removeprefix(TOTAL), _money(item), _int(item["tokens"]["N"])))
+                if len(rows) == limit:
+                    return rows, item["pk"]["S"]
+            last = page.get("LastEvaluatedKey")
+            if last is None:
+                return rows, None
+            start = {"ExclusiveStartKey": last}
 
     def close(self) -> None:
         self._client.close()

@@ -128,6 +128,10 @@ class Ledger:
     def close(self) -> None:
         self._store.close()
 
+    def spend_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[tuple[str, int, int]], str | None]:
+        """Settled totals of the accounts whose id starts with `prefix`, a page at a time (blocking I/O)."""
+        return self._store.totals_page(prefix, after, limit)
+
     def persist(self, rows: list[LeaseRow]) -> None:
         """Save lease rows (blocking I/O)."""
         if rows:

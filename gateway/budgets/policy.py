@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.config import ConfigError, ModelEntry
 from gateway.policy_files import load_policy_file
+from gateway.schema import validation_error
 from gateway.schema.chat import GatewayMetadata
 
 Scope = Literal["global", "daemon", "org", "user", "turn", "key"]
@@ -61,11 +62,32 @@ class BudgetPolicy(BaseModel):
     def check_models(self, catalog: Mapping[str, ModelEntry], source: str) -> None:
         """A downgrade target must be a chat model of the catalog: a load-time error naming the field."""
         for name, budget in self.budgets.items():
-            for i, model in enumerate(budget.downgrade_to):
-                entry = catalog.get(model)
-                if entry is None or entry.kind != "chat":
-                    what = "unknown model" if entry is None else "not a chat model:"
-                    raise ConfigError(f"{source}: budgets.{name}.downgrade_to.{i}: {what} `{model}`")
+            problem = downgrade_problem(budget, catalog)
+            if problem is not None:
+                raise ConfigError(f"{source}: budgets.{name}.{problem[0]}: {problem[1]}")
+
+
+def downgrade_problem(budget: Budget, catalog: Mapping[str, ModelEntry]) -> tuple[str, str] | None:
+    """(field, message) of the first downgrade target that is not a chat model of the catalog."""
+    for i, model in enumerate(budget.downgrade_to):
+        entry = catalog.get(model)
+        if entry is None or entry.kind != "chat":
+            return f"downgrade_to.{i}", f"{'unknown model' if entry is None else 'not a chat model:'} `{model}`"
+    return None
+
+
+def budget_rule(catalog: Mapping[str, ModelEntry]) -> Callable[[Mapping[str, Any]], Budget]:
+    """How the admin API reads a budget body: validated like the file's, its downgrade targets checked (a
+    ValidationError, or a GatewayError naming the field)."""
+
+    def parse(body: Mapping[str, Any]) -> Budget:
+        budget = Budget.model_validate(body)
+        problem = downgrade_problem(budget, catalog)
+        if problem is not None:
+            raise validation_error(*problem)
+        return budget
+
+    return parse
 
 
 @dataclass(frozen=True, slots=True)

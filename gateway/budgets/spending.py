@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gateway.budgets.gate import BudgetGate, BudgetRefused, Reservation, to_picos
-from gateway.budgets.policy import PICOS, Account, BudgetPolicy, accounts_for
+from gateway.budgets.policy import PICOS, Account, Budget, BudgetPolicy, accounts_for
 from gateway.config import ModelEntry
 from gateway.pricing import Pricer
 from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, Usage
@@ -17,6 +17,7 @@ from gateway.schema.chat import GatewayMetadata
 from gateway.tokens import TokenEstimator
 
 ACCOUNTS_CACHE = 4096  # callers whose accounts are kept (a turn id is a new caller)
+REMOVED = Budget(scope="global", window="day", limit_tokens=0)  # frozen: what a removed budget reads as
 DEFAULT_MAX_OUTPUT = 4096  # reserved when neither the request nor the catalog bounds the output (configurable)
 
 # a caller's accounts are cached under (UTC day, daemon, org, user, turn id, key id)
@@ -57,6 +58,14 @@ class Spending:
         self.policy, self.gate, self.default_output = policy, gate, default_output
         self._accounts: dict[CallerKey, list[Account]] = {}
         self._pricer, self._tokens, self._kind_of = pricer, tokens, kind_of
+
+    def adopt(self, policy: BudgetPolicy) -> None:
+        """Budgets changed at run time: calls from now on spend from the new policy's accounts."""
+        self.policy, self._accounts = policy, {}
+
+    def rule(self, account: Account) -> Budget:
+        """The budget an account belongs to; one removed at run time while a call held it reads as refuse-and-cut."""
+        return self.policy.budgets.get(account.budget) or REMOVED
 
     def accounts(self, meta: GatewayMetadata) -> list[Account]:
         """The accounts a caller spends from today (cached per caller and UTC day; bounded)."""
@@ -104,7 +113,7 @@ class Spending:
 
     async def hold(self, accounts: list[Account], estimate: Estimate) -> Hold:
         reservation = await self.gate.reserve(accounts, estimate.picos, estimate.tokens)
-        cut = any(self.policy.budgets[a.budget].mid_stream == "cut" for a in accounts)
+        cut = any(self.rule(a).mid_stream == "cut" for a in accounts)
         return Hold(reservation, estimate.prompt, cut)
 
     def output_limit(self, hold: Hold, entry: ModelEntry, input_tokens: int, prior_picos: int = 0) -> int:

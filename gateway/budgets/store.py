@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 LeaseRow = tuple[str, str, int, int]  # account, replica, picos, tokens
+TotalRow = tuple[str, int, int]  # account, picos, tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,11 @@ class SpendStore(Protocol):
 
     def totals(self) -> dict[str, tuple[int, int]]:
         """Settled (picos, tokens) per account id."""
+        ...
+
+    def totals_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[TotalRow], str | None]:
+        """Settled totals of the accounts whose id starts with `prefix`, at most `limit` of them after the cursor
+        `after`, and the cursor of the next page (None: that was the last). A cursor is opaque to the caller."""
         ...
 
     def save_leases(self, rows: Iterable[LeaseRow]) -> None:
@@ -161,6 +167,14 @@ class SqliteSpendStore:
     def totals(self) -> dict[str, tuple[int, int]]:
         rows = self._db.execute("SELECT account, picos, tokens FROM spend_totals")
         return {account: (int(m), int(t)) for account, m, t in rows}
+
+    def totals_page(self, prefix: str, after: str | None, limit: int) -> tuple[list[TotalRow], str | None]:
+        """In account order; the cursor is the last account id of the page."""
+        rows = self._db.execute("SELECT account, picos, tokens FROM spend_totals WHERE account > ? AND"
+                                " substr(account, 1, ?) = ? ORDER BY account LIMIT ?",
+                                (after or "", len(prefix), prefix, limit)).fetchall()  # fmt: skip
+        page = [(a, int(m), int(t)) for a, m, t in rows]
+        return page, (page[-1][0] if len(page) == limit else None)
 
     def close(self) -> None:
         self._db.close()

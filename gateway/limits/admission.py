@@ -22,6 +22,10 @@ class RateAdmission:
         self._buckets = CallerBuckets(policy)
         self._tokens, self._kind_of, self._default_output = tokens, kind_of, default_output
 
+    def adopt(self, policy: LimitsPolicy) -> None:
+        """Rules changed at run time: calls from now on draw from the new policy's buckets."""
+        self.policy, self._buckets = policy, CallerBuckets(policy)
+
     async def admit(self, request: ChatRequest, entries: Mapping[str, ModelEntry],
                     prompt: Mapping[str, int] | None = None) -> Ticket | None:  # fmt: skip
         """Take the call from its buckets (429 when one cannot admit it); None when no limit applies.

@@ -7,10 +7,9 @@ from __future__ import annotations
 import random
 import time
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from gateway.dynamo_table import dynamo_client, ensure_table
 from gateway.limits.bucket import BucketSpec, Level, full, refilled
 from gateway.limits.store import Taken, decide, given
 
@@ -29,23 +28,9 @@ class DynamoBucketStore:
 
     def __init__(self, table: str, region: str, endpoint_url: str | None = None, *, create_table: bool = False) -> None:
         self._table = table
-        config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=2, read_timeout=3)
-        self._client = boto3.session.Session().client(
-            "dynamodb", region_name=region, endpoint_url=endpoint_url, config=config
-        )
+        self._client = dynamo_client(region, endpoint_url, attempts=3, connect_s=2, read_s=3)
         if create_table:
-            self._create_table()
-
-    def _create_table(self) -> None:
-        try:
-            self._client.create_table(
-                TableName=self._table, AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST",
-            )  # fmt: skip
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
-                raise
-        self._client.get_waiter("table_exists").wait(TableName=self._table, WaiterConfig={"Delay": 1})
+            ensure_table(self._client, table)
 
     def _get(self, bucket: str) -> Level | None:
         item = self._client.get_item(TableName=self._table, Key={"pk": {"S": PREFIX + bucket}},
