@@ -64,9 +64,11 @@ def test_the_overlay_lays_runtime_rules_over_the_files():
     adopted: list[dict] = []
     file = {"per-key": LimitRule(scope="key", rpm=100), "acme": LimitRule(scope="org", key="acme", rpm=10)}
     overlay = Overlay("limits", file, LimitRule.model_validate, adopted.append)
-    overlay.install(RuleSet(3, {"acme": {"scope": "org", "key": "acme", "rpm": 50}, "per-key": None,
-                                "new": {"scope": "user", "tpm": 500}, "broken": {"scope": "org", "rpm": 0}}))  # fmt: skip
-    assert adopted[-1] == {"acme": LimitRule(scope="org", key="acme", rpm=50), "new": LimitRule(scope="user", tpm=500)}
+    runtime = {"acme": {"scope": "org", "key": "acme", "rpm": 50}, "per-key": None,
+               "new": {"scope": "user", "tpm": 500}, "broken": {"scope": "org", "rpm": 0}}  # fmt: skip
+    overlay.install(RuleSet(3, runtime))
+    expected = {"acme": LimitRule(scope="org", key="acme", rpm=50), "new": LimitRule(scope="user", tpm=500)}
+    assert adopted[-1] == expected
     assert [overlay.source(n) for n in ("acme", "per-key", "new", "broken", "nope")] == ["api", "off", "api", "none",
                                                                                        "none"]  # fmt: skip
     overlay.install(RuleSet(2, {}))  # an older set (a slow answer) changes nothing
