@@ -20,6 +20,7 @@ from gateway.limits.policy import LimitsPolicy, load_limits
 from gateway.policy_files import resolve_policy_path
 from gateway.pricing import PriceTable, load_price_table
 from gateway.routing.policy import RoutingPolicy, load_policy
+from gateway.safety.policy import SafetyPolicy, load_safety
 
 if TYPE_CHECKING:
     from gateway.auth.admin import KeyAdmin
@@ -64,7 +65,7 @@ class Gateway:
 
     async def __init__(
         self, config: GatewayConfig, policy: RoutingPolicy | None, prices: PriceTable, budgets: BudgetPolicy | None,
-        auth_mode: str = "keys", limits: LimitsPolicy | None = None,
+        auth_mode: str = "keys", limits: LimitsPolicy | None = None, safety: SafetyPolicy | None = None,
     ) -> None:  # fmt: skip
         # The request path's modules (the providers' SDKs, the tokenizer, the HTTP surface) are imported here, in
         # the replica: the driver that deploys the app never loads them (they were ~150 MB of the CLI's memory).
@@ -76,6 +77,7 @@ class Gateway:
         from gateway.pipeline import Pipeline
         from gateway.pricing import Pricer
         from gateway.providers import ProviderRegistry
+        from gateway.safety.screen import Safety
         from gateway.secrets.resolver import SecretResolver
         from gateway.tokens import TokenEstimator, token_margins
 
@@ -113,8 +115,9 @@ class Gateway:
             await self._link.sync_once()  # the first snapshot and leases before the first request
             await self._link.start_ledger()
             self._link.start()
+        guards = Safety(safety) if safety is not None and safety.select else None
         self._pipeline = Pipeline(registry, pricer, control=control, spending=spending, tokens=self._tokens,
-                                  limits=rate)  # fmt: skip
+                                  limits=rate, safety=guards)  # fmt: skip
         self._auth, self._key_admin = await self._authentication(auth_mode, resolver, policy)
 
     async def _authentication(
@@ -189,13 +192,14 @@ def build_app(config: GatewayConfig) -> Application:
     prices = load_price_table(config.pricing.table) if config.pricing.table else {}
     budgets = load_budgets(config.budgets.policy, config.models) if config.budgets.policy else None
     limits = load_limits(config.limits.policy) if config.limits.policy else None
+    safety = load_safety(config.safety.policy) if config.safety.policy else None
     mode = auth_mode(config)  # here, so an unsafe open mode refuses to deploy, saying why
     return Gateway.options(
         num_replicas=server.replicas,
         max_ongoing_requests=server.max_ongoing_requests,
         max_queued_requests=server.max_queued_requests,
         logging_config=_serve_logging(server.access_log),
-    ).bind(config, policy, prices, budgets, mode, limits)
+    ).bind(config, policy, prices, budgets, mode, limits, safety)
 
 
 def _serve_logging(access_log: bool) -> dict[str, Any]:

@@ -206,6 +206,13 @@ class LimitsConfig(_Strict):
     on_store_error: Literal["local", "fail_closed"] = "local"
 
 
+class SafetyConfig(_Strict):
+    """Guards on input, output, the stream and embeddings inputs (`gateway.safety`): the rules in `policy` (a safety
+    file). Without one, no guard runs."""
+
+    policy: str | None = None  # e.g. policies/safety.yaml
+
+
 class SecretsConfig(_Strict):
     """AWS Secrets Manager, for credentials given as `{aws_secret: ...}`: the default region and endpoint (a local
     server in tests), and how long a value read is kept before it is read again."""
@@ -308,6 +315,7 @@ class GatewayConfig(_Strict):
     pricing: PricingConfig = PricingConfig()
     budgets: BudgetsConfig = BudgetsConfig()
     limits: LimitsConfig = LimitsConfig()
+    safety: SafetyConfig = SafetyConfig()
     auth: AuthConfig = AuthConfig()
     secrets: SecretsConfig = SecretsConfig()
     providers: dict[str, ProviderConfig]

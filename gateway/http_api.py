@@ -25,6 +25,7 @@ from gateway.control.status import provider_status
 from gateway.http_json import json_response, read_json
 from gateway.http_keys import KeysApi
 from gateway.http_limits import LimitsApi
+from gateway.http_redact import RedactApi
 from gateway.http_rules import RulesAdmin, RulesApi
 from gateway.ingress import Handler, Ingress
 from gateway.limits.headers import rate_headers
@@ -39,10 +40,11 @@ from gateway.schema import (
     ErrorKind,
     GatewayError,
     GatewayMetadata,
+    StartEvent,
     StreamEvent,
     validation_error,
 )
-from gateway.schema.limits import LimitSpec, RateStatus
+from gateway.schema.limits import LimitSpec
 from gateway.schema.principal import Principal
 from gateway.streaming import batches_with_heartbeats
 from gateway.tokens import TokenEstimator, token_margins
@@ -52,9 +54,9 @@ log = logging.getLogger("gateway.http")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 CHALLENGE = {"www-authenticate": 'Bearer realm="llm-gateway"'}  # on every 401 (RFC 6750)
 EXPOSED = ("x-gateway-provider", "x-gateway-model", "x-gateway-route", "x-gateway-cost-usd", "x-gateway-budget",
-           "x-gateway-attempts", "x-gateway-latency-ms", "retry-after", "x-ratelimit-limit-requests",
-           "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens",
-           "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")  # fmt: skip
+           "x-gateway-safety", "x-gateway-attempts", "x-gateway-latency-ms", "retry-after",
+           "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+           "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")  # fmt: skip
 
 
 def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
@@ -70,24 +72,28 @@ def error_response(exc: GatewayError, *, anthropic: bool = False) -> Response:
     return json_response(openai_out.error_body(exc), exc.status_code, headers)
 
 
-def _route_headers(replica: str, provider: str, model: str, attempts: int, route: str | None,
-                   budget: str | None, rate: RateStatus | None, *, anthropic: bool) -> dict[str, str]:  # fmt: skip
-    """The `x-gateway-*` and rate-limit headers every answer carries, streamed or not, on every API."""
-    headers = {"x-gateway-provider": provider, "x-gateway-model": model, "x-gateway-attempts": str(attempts),
-               "x-gateway-replica": replica, **rate_headers(rate, anthropic)}  # fmt: skip
-    if route:
-        headers["x-gateway-route"] = route
+def _route_headers(replica: str, answer: ChatResponse | EmbeddingsResponse | StartEvent, *,
+                   anthropic: bool) -> dict[str, str]:  # fmt: skip
+    """The `x-gateway-*` and rate-limit headers every answer carries, streamed (from its start event) or not, on
+    every API."""
+    attempts = answer.attempt if isinstance(answer, StartEvent) else answer.attempts
+    headers = {"x-gateway-provider": answer.provider, "x-gateway-model": answer.upstream_model,
+               "x-gateway-attempts": str(attempts), "x-gateway-replica": replica,
+               **rate_headers(answer.rate, anthropic)}  # fmt: skip
+    if answer.route:
+        headers["x-gateway-route"] = answer.route
+    budget = getattr(answer, "budget", None)  # embeddings have no budget decision
     if budget is not None:
         headers["x-gateway-budget"] = budget
+    if answer.safety is not None:
+        headers["x-gateway-safety"] = answer.safety
     return headers
 
 
 def _answer_headers(replica: str, response: ChatResponse | EmbeddingsResponse,
                     anthropic: bool = False) -> dict[str, str]:  # fmt: skip
     """A complete answer's headers (chat or embeddings): the route's, its latency and its cost."""
-    budget = response.budget if isinstance(response, ChatResponse) else None
-    headers = _route_headers(replica, response.provider, response.upstream_model, response.attempts, response.route,
-                             budget, response.rate, anthropic=anthropic)  # fmt: skip
+    headers = _route_headers(replica, response, anthropic=anthropic)
     headers["x-gateway-latency-ms"] = f"{response.latency_ms:.1f}"
     if response.cost_usd is not None:
         headers["x-gateway-cost-usd"] = str(response.cost_usd)
@@ -202,8 +208,7 @@ class HttpApi:
         replica = self._pipeline.control.replica_id
         headers = {**SSE_HEADERS, "x-gateway-replica": replica}
         if first is not None and first.type == "start":
-            headers.update(_route_headers(replica, first.provider, first.upstream_model, first.attempt, first.route,
-                                          first.budget, first.rate, anthropic=anthropic))  # fmt: skip
+            headers.update(_route_headers(replica, first, anthropic=anthropic))
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def chat_completions(self, http: Request) -> Response:
@@ -391,6 +396,7 @@ class HttpApi:
         api.add_api_route("/v1/gateway/limits/{scope}/{key}", self._limits.get, methods=["GET"])
         api.add_api_route("/v1/gateway/policy/reload", self.reload_policy, methods=["POST"])
         api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
+        api.add_api_route("/v1/gateway/redact", RedactApi(self._caller).redact, methods=["POST"])
         api.add_api_route("/v1/models", self.models, methods=["GET"])
         self._keys.mount(api)
         self._rules.mount(api)

@@ -25,6 +25,7 @@ from gateway.routing.breaker import BreakerBoard
 from gateway.routing.planner import Candidate, RoutePlan, estimate_prompt_tokens
 from gateway.routing.policy import RoutingPolicy
 from gateway.runner import Limits, PlanRunner, RunOptions, request_deadline
+from gateway.safety.screen import CallSafety, Safety
 from gateway.schema import (
     ChatRequest,
     ChatResponse,
@@ -54,10 +55,10 @@ class Pipeline:
     Give either `policy` (a local control plane: tests, notebooks) or `control` (which carries the policy).
     """
 
-    def __init__(self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *,
+    def __init__(self, registry: ProviderRegistry, pricer: Pricer, policy: RoutingPolicy | None = None, *,  # noqa: PLR0913 -- the optional features, keyword-only
                  control: ReplicaControl | None = None, spending: Spending | None = None,
                  tokens: TokenEstimator | None = None, usage_every: int = 20,
-                 limits: RateAdmission | None = None) -> None:  # fmt: skip
+                 limits: RateAdmission | None = None, safety: Safety | None = None) -> None:  # fmt: skip
         if policy is not None and control is not None:
             raise TypeError("Pipeline takes `policy` (for a local control plane) or `control`, not both")
         self._registry, self._pricer, self.spending = registry, pricer, spending
@@ -65,7 +66,7 @@ class Pipeline:
         self._plans = Plans(registry, pricer, self.control)
         self._admission = Admission(spending, self._plans.servable) if spending is not None else None
         self._tokens = tokens or TokenEstimator()
-        self.limits = limits
+        self.limits, self.safety = limits, safety
         self._runner = PlanRunner(registry, self.control)
         self._relay = StreamRelay(self.control, spending, self._cost, self._counter, usage_every)
 
@@ -130,8 +131,14 @@ class Pipeline:
             raise
 
     # --- complete -------------------------------------------------------------------------------------------
+    async def _screened(self, request: ChatRequest) -> tuple[ChatRequest, CallSafety | None]:
+        """The input stage of the call's guards (before budgets and routing: a blocked call costs nothing)."""
+        call = self.safety.for_call(request.metadata, request.model) if self.safety is not None else None
+        return (await call.request(request) if call is not None else request), call
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         started = time.perf_counter()
+        request, guards = await self._screened(request)
         request, plan, spend, _ = await self._admit(request)
         provider = self._registry.provider
 
@@ -145,10 +152,12 @@ class Pipeline:
         spend.on(target.entry)
         spend.finished(response.usage, cost)
         spend.settle(self.spending)
+        if guards is not None:
+            response = await guards.response(response)
         latency = (time.perf_counter() - started) * 1000
         return response.model_copy(update={"attempts": attempts, "latency_ms": latency, "cost_usd": cost,
-                                           "route": plan.header, "budget": spend.decision,
-                                           "rate": spend.rate})  # fmt: skip
+                                           "route": plan.header, "budget": spend.decision, "rate": spend.rate,
+                                           "safety": guards.header() if guards is not None else None})  # fmt: skip
 
     # --- stream ---------------------------------------------------------------------------------------------
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -160,11 +169,12 @@ class Pipeline:
         call's budgets are settled however the stream ends.
         """
         started = time.perf_counter()
+        request, guards = await self._screened(request)
         request, plan, spend, limits = await self._admit(request)
         try:  # the relays are closed (their spend counted) before the call settles
             leg, progress = await self._first_leg(request, plan, spend, started)
             async with aclosing(self._relay.relay(leg, progress, spend, limits)) as events:
-                async for event in events:
+                async for event in guards.stream(events) if guards is not None else events:
                     yield event
             if progress.broken is not None:
                 cont = await self._continued(request, plan, leg, progress, spend)
@@ -172,7 +182,7 @@ class Pipeline:
                     yield cont
                 else:
                     async with aclosing(self._relay.relay(cont, Progress(None), spend, limits)) as events:
-                        async for event in events:
+                        async for event in guards.stream(events) if guards is not None else events:
                             yield event
         finally:
             spend.settle(self.spending)
@@ -234,6 +244,9 @@ class Pipeline:
     # --- embed ----------------------------------------------------------------------------------------------
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()
+        guards = self.safety.for_call(request.metadata, request.model) if self.safety is not None else None
+        if guards is not None:
+            request = await guards.embeddings(request)
         plan = self._plans.embeddings(request)
         if request.metadata.budget is not None:
             plan = _keep(plan, embeddings_fit(request, self._plans.entries(plan), self._price, self._input_tokens),
@@ -269,6 +282,7 @@ class Pipeline:
                 "route": plan.header,
                 "cost_usd": cost,
                 "rate": spend.rate,
+                "safety": guards.header() if guards is not None else None,
             }
         )
 
@@ -294,6 +308,8 @@ class Pipeline:
 
     async def aclose(self) -> None:
         await self._registry.aclose()
+        if self.safety is not None:
+            await self.safety.aclose()
 
 
 def _keep(plan: RoutePlan, kept: list[str], why: str) -> RoutePlan:

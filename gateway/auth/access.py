@@ -15,6 +15,7 @@ ROUTE_SCOPES: MappingProxyType[str, Scope | None] = MappingProxyType(
         "gateway.chat": "chat",
         "gateway.route": "chat",
         "embeddings": "embeddings",
+        "redact": None,  # PII redaction of the caller's own texts: nothing leaves the gateway
         "models": None,
         "budgets": None,  # a caller reads its own; other accounts need `admin` (budget_org below)
         "limits": None,  # the same rule as budgets

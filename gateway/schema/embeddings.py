@@ -36,4 +36,5 @@ class EmbeddingsResponse(BaseModel):
     attempts: int = 1
     route: str | None = None
     rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
+    safety: str | None = None  # each guard's verdict on the inputs (x-gateway-safety), when guards ran
     cost_usd: Decimal | None = None

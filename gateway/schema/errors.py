@@ -27,6 +27,7 @@ class ErrorKind(StrEnum):
     NOT_FOUND = "not_found"
     CONTEXT_LENGTH = "context_length"
     CONTENT_FILTERED = "content_filtered"
+    GUARD_UNAVAILABLE = "guard_unavailable"  # a safety guard could not give a verdict (fail_closed): nothing forwarded
     BUDGET_EXCEEDED = "budget_exceeded"
     TRUNCATED_STREAM = "truncated_stream"
     INVALID_RESPONSE = "invalid_response"
@@ -78,6 +79,7 @@ SEMANTICS: dict[ErrorKind, Semantics] = {
     ErrorKind.CONTEXT_LENGTH: Semantics(400, "invalid_request_error", _F, _F, _T, _F, _F),
     ErrorKind.CONTENT_FILTERED: Semantics(400, "invalid_request_error"),
     ErrorKind.BUDGET_EXCEEDED: Semantics(402, "budget_exceeded"),
+    ErrorKind.GUARD_UNAVAILABLE: Semantics(503, "guard_unavailable"),
     ErrorKind.TRUNCATED_STREAM: Semantics(502, "server_error", _T, _T, _T, _T, _T),
     ErrorKind.INVALID_RESPONSE: Semantics(502, "server_error", _T, _T, _T, _T, _T),
     ErrorKind.CANCELLED: Semantics(499, "cancelled"),

@@ -29,6 +29,7 @@ class StartEvent(_Event):
     route: str | None = None
     budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
     rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
+    safety: str | None = None  # the input guards' verdicts (x-gateway-safety), when guards ran
 
 
 class TextDelta(_Event):
@@ -68,6 +69,7 @@ class FinishEvent(_Event):
     cost_usd: Decimal | None = None
     latency_ms: float = 0.0
     attempts: int = 1
+    safety: str | None = None  # every guard's verdict, input, stream and output, when guards ran
 
 
 class ErrorEvent(_Event):

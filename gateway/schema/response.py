@@ -33,4 +33,5 @@ class ChatResponse(BaseModel):
     route: str | None = None  # the route plan: task class and ordered candidates
     budget: str | None = None  # the budget decision (allow, shrink, downgrade) and its numbers
     rate: RateStatus | None = None  # where the caller stands on its rate limits (x-ratelimit-* headers)
+    safety: str | None = None  # each guard's verdict (x-gateway-safety), when guards ran
     created: int = 0

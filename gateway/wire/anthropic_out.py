@@ -25,6 +25,7 @@ _ERROR_TYPES = {
     ErrorKind.RATE_LIMITED: "rate_limit_error",
     ErrorKind.QUOTA_EXCEEDED: "rate_limit_error",
     ErrorKind.OVERLOADED: "overloaded_error",
+    ErrorKind.GUARD_UNAVAILABLE: "overloaded_error",
     ErrorKind.TIMEOUT: "timeout_error",
     ErrorKind.BAD_REQUEST: "invalid_request_error",
     ErrorKind.CONTEXT_LENGTH: "invalid_request_error",
