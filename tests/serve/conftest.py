@@ -118,6 +118,7 @@ def gateway_url(emulator_url: str, policy_file: Path, key_store: Path, secrets_m
                 "store": str(tmp_path_factory.mktemp("ledger") / "spend.db"),
                 "default_output_tokens": DEFAULT_OUTPUT,
             },
+            "safety": {"policy": str(Path(__file__).parent / "safety.yaml")},
             "limits": {
                 "policy": str(Path(__file__).parent / "limits.yaml"),
                 "store": str(tmp_path_factory.mktemp("limits") / "limits.db"),
