@@ -1,5 +1,6 @@
 """In-process cost of the request path: the Pipeline over an adapter that answers at once (no network, no Ray),
-with budgets off and on, rate limits on (four buckets of the caller's org, leased from an in-process owner), and
+with budgets off and on, rate limits on (four buckets of the caller's org, leased from an in-process owner), safety
+guards off / as shipped / on (a blocklist and the PII detectors at every stage, on a 2 000-character prompt), and
 the caller's authentication (a cached gateway key, the audit line written to a file,
 the identity bound to the request). What a request costs the replica's CPU, apart from HTTP and the provider.
 
@@ -38,8 +39,11 @@ from gateway.limits.owner import BucketOwner
 from gateway.limits.policy import LimitRule, LimitsPolicy
 from gateway.limits.store import MemoryBucketStore
 from gateway.pipeline import Pipeline
+from gateway.policy_files import PROJECT_ROOT
 from gateway.pricing import Pricer
 from gateway.providers.base import Target
+from gateway.safety.policy import SafetyPolicy, load_safety
+from gateway.safety.screen import Safety
 from gateway.schema import ChatRequest, ChatResponse, FinishEvent, StartEvent, TextDelta, Usage
 from gateway.tokens import TokenEstimator
 
@@ -100,7 +104,19 @@ class Registry:
         pass
 
 
-def pipeline(budgets: bool, store: Path, limits: bool = False) -> Pipeline:
+# every guard at every stage for every caller: a blocklist and the PII detectors (bench only)
+GUARDS = SafetyPolicy.model_validate({
+    "guards": {"words": {"kind": "blocklist", "phrases": ["project nightingale", "do not say this"],
+                         "terms": ["darn"]}, "pii": {"kind": "pii"}},
+    "profiles": {"all": {"input": ["words", "pii"], "output": ["words", "pii"], "stream": ["words", "pii"]}},
+    "select": [{"profile": "all"}],
+})  # fmt: skip
+# a 2 000-character prompt: prose with a few numbers, the kind of text the detectors must scan
+PROMPT = ("Summarise the meeting notes: the team shipped release 3.11 on Tuesday, fixed 12 bugs and planned the "
+          "next sprint around the billing service, with reviews due by the end of the week. ") * 11
+
+
+def pipeline(budgets: bool, store: Path, limits: bool = False, safety: SafetyPolicy | None = None) -> Pipeline:
     registry, pricer = Registry(), Pricer()
     spending = None
     if budgets:
@@ -120,13 +136,14 @@ def pipeline(budgets: bool, store: Path, limits: bool = False) -> Pipeline:
 
         limit_gate.granter = take
         rate = RateAdmission(LIMITS, limit_gate, TokenEstimator(), registry.kind, 4096)
-    return Pipeline(registry, pricer, spending=spending, limits=rate)  # type: ignore[arg-type]
+    guards = Safety(safety) if safety is not None else None
+    return Pipeline(registry, pricer, spending=spending, limits=rate, safety=guards)  # type: ignore[arg-type]
 
 
-async def measure(p: Pipeline, calls: int, stream: bool) -> float:
+async def measure(p: Pipeline, calls: int, stream: bool, prompt: str = "hello benchmark") -> float:
     """Microseconds per call (the outbox is emptied as the background sync would)."""
     request = ChatRequest(model="gpt-4o-mini", fallbacks=("gpt-4o",), stream=stream, metadata=META,
-                          messages=[{"role": "user", "content": "hello benchmark"}])  # fmt: skip
+                          messages=[{"role": "user", "content": prompt}])  # fmt: skip
     for _ in range(200):  # warm-up: leases, caches
         await (_drain(p, request) if stream else p.complete(request))
     t0 = time.perf_counter()
@@ -188,6 +205,12 @@ def main() -> int:
             calls = p.limits.gate.counters["grants_on_request_path"] if p.limits is not None else 0
             print(f"{label:15} {'stream (20 chunks)' if stream else 'complete':18} {us:7.1f} us/call"
                   + (f"  ({calls} grants on the request path)" if limits else ""), flush=True)  # fmt: skip
+    shipped = load_safety(PROJECT_ROOT / "policies" / "safety.yaml")
+    for label, safety in [("guards off", None), ("safety.yaml", shipped), ("guards on", GUARDS)] * 2:
+        for stream in (False, True):
+            us = asyncio.run(measure(pipeline(False, tmp / "g.db", False, safety), args.calls, stream, PROMPT))
+            print(f"{label:15} {'stream (20 chunks)' if stream else 'complete':18} {us:7.1f} us/call"
+                  f"  (2 000-character prompt)", flush=True)  # fmt: skip
     for _ in range(2):
         us, lookups = asyncio.run(measure_auth(args.calls, tmp / f"keys-{_}.db"))
         print(f"authentication (keys) {us:7.1f} us/call, {lookups} registry lookup(s) for {args.calls + 200} calls",

@@ -12,23 +12,22 @@ class Blocklist:
     """One compiled pattern for all entries; `find` answers the first entry that matches, as written in the policy."""
 
     def __init__(self, terms: Sequence[str] = (), phrases: Sequence[str] = (), regexes: Sequence[str] = ()) -> None:
-        parts, self._names = [], []
+        # literal entries: a substring search first (fast), then whole words checked where one is found
+        self._literals: list[tuple[str, re.Pattern[str], str]] = []
         for kind, entries in (("term", terms), ("phrase", phrases)):
             for entry in entries:
                 words = normalize(entry).strip()
                 if words:
-                    parts.append(rf"(?<!\w){re.escape(words)}(?!\w)")
-                    self._names.append(f"{kind} `{entry}`")
-        for entry in regexes:
-            re.compile(entry)  # a bad regex is a load-time error, named by the caller
-            parts.append(f"(?:{entry})")
-            self._names.append(f"regex `{entry}`")
-        self._pattern = re.compile("|".join(f"({p})" for p in parts)) if parts else None
+                    self._literals.append((words, re.compile(rf"(?<!\w){re.escape(words)}(?!\w)"), f"{kind} `{entry}`"))
+        self._regexes = [(re.compile(entry), f"regex `{entry}`") for entry in regexes]
         self.longest = max((len(normalize(e)) for e in (*terms, *phrases)), default=0)
 
     def find(self, text: str) -> str | None:
         """The entry that matches `text` (after normalization), or None."""
-        if self._pattern is None:
+        if not (self._literals or self._regexes):
             return None
-        match = self._pattern.search(normalize(text))
-        return self._names[match.lastindex - 1] if match is not None and match.lastindex else None
+        seen = normalize(text)
+        for words, whole, name in self._literals:
+            if words in seen and whole.search(seen):
+                return name
+        return next((name for pattern, name in self._regexes if pattern.search(seen)), None)
