@@ -112,8 +112,10 @@ GUARDS = SafetyPolicy.model_validate({
     "select": [{"profile": "all"}],
 })  # fmt: skip
 # a 2 000-character prompt: prose with a few numbers, the kind of text the detectors must scan
-PROMPT = ("Summarise the meeting notes: the team shipped release 3.11 on Tuesday, fixed 12 bugs and planned the "
-          "next sprint around the billing service, with reviews due by the end of the week. ") * 11
+PROMPT = (
+    "Summarise the meeting notes: the team shipped release 3.11 on Tuesday, fixed 12 bugs and planned the "
+    "next sprint around the billing service, with reviews due by the end of the week. "
+) * 11
 
 
 def pipeline(budgets: bool, store: Path, limits: bool = False, safety: SafetyPolicy | None = None) -> Pipeline:

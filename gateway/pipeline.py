@@ -97,7 +97,7 @@ class Pipeline:
             decided = admitted.decision.header if admitted.decision else None
             headers = [h for h in (decided, limits and limits.header) if h]
             request, spend = admitted.request, CallSpend(admitted.hold, " | ".join(headers) or None)
-        if self.limits is not None:
+        if self.limits is not None and self.limits.applies(request.metadata):  # no limit: no entries built
             rate, entries, prompt = self.limits, self._plans.entries(plan), spend.hold.prompt if spend.hold else None
             await self._rate_limited(spend, lambda: rate.admit(request, entries, prompt))
         return request, plan, spend, limits
@@ -255,7 +255,7 @@ class Pipeline:
         if self._admission is not None:
             hold = await self._admission.admit_embeddings(request, self._plans.entries(plan))
         spend = CallSpend(hold)
-        if self.limits is not None:
+        if self.limits is not None and self.limits.applies(request.metadata):
             rate, entries = self.limits, self._plans.entries(plan)
             await self._rate_limited(
                 spend, lambda: rate.admit_embeddings(request, entries, hold.prompt if hold else None)

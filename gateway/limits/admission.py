@@ -9,7 +9,7 @@ from gateway.config import ModelEntry
 from gateway.limits.gate import LimitGate, Ticket
 from gateway.limits.policy import CallerBuckets, LimitsPolicy
 from gateway.routing.planner import estimate_prompt_tokens
-from gateway.schema import ChatRequest, EmbeddingsRequest
+from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayMetadata
 from gateway.tokens import TokenEstimator
 
 TOKEN_QUANTITIES = frozenset({"tokens", "input", "output"})
@@ -25,6 +25,10 @@ class RateAdmission:
     def adopt(self, policy: LimitsPolicy) -> None:
         """Rules changed at run time: calls from now on draw from the new policy's buckets."""
         self.policy, self._buckets = policy, CallerBuckets(policy)
+
+    def applies(self, meta: GatewayMetadata) -> bool:
+        """Whether any limit applies to this caller (a cached lookup; the pipeline skips the rest when none)."""
+        return bool(self._buckets(meta))
 
     async def admit(self, request: ChatRequest, entries: Mapping[str, ModelEntry],
                     prompt: Mapping[str, int] | None = None) -> Ticket | None:  # fmt: skip

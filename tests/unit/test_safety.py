@@ -70,11 +70,12 @@ def test_only_the_asked_entities_are_looked_for():
     assert [s.entity for s in find(text, frozenset({"email"}))] == ["email"]
 
 
-@pytest.mark.parametrize(
-    "evasion",
-    ["Project NIGHTINGALE", "project\u200bnightingale".replace("\u200b", "\u200b "), "ｐｒｏｊｅｃｔ ｎｉｇｈｔｉｎｇａｌｅ",
-     "project   \n nightingale", "pro\u00adject night\u200dingale"],
-)  # fmt: skip
+FULLWIDTH = {c: c + 0xFEE0 for c in range(ord("a"), ord("z") + 1)}  # `a` -> U+FF41 ...
+EVASIONS = ["Project NIGHTINGALE", "project\u200b nightingale", "project nightingale".translate(FULLWIDTH),
+            "project   \n nightingale", "pro\u00adject night\u200dingale"]  # fmt: skip
+
+
+@pytest.mark.parametrize("evasion", EVASIONS)
 def test_a_blocklist_sees_through_trivial_evasions(evasion):
     assert Blocklist(phrases=["project nightingale"]).find(f"about {evasion}, quietly") is not None
 
@@ -95,8 +96,12 @@ POLICY = {
         "dead-open": {"kind": "http", "url": "http://127.0.0.1:9/check", "timeout_ms": 300, "on_error": "fail_open"},
     },
     "profiles": {
-        "strict": {"input": ["words", "pii"], "output": ["words", "pii"], "stream": ["words", "pii"],
-                   "embeddings_input": ["pii"]},  # fmt: skip
+        "strict": {
+            "input": ["words", "pii"],
+            "output": ["words", "pii"],
+            "stream": ["words", "pii"],
+            "embeddings_input": ["pii"],
+        },
         "checked": {"input": ["dead"]},
         "lenient": {"input": ["dead-open"]},
     },
@@ -180,14 +185,14 @@ async def test_a_guard_that_cannot_answer_fails_closed_unless_the_policy_says_op
 
 
 class _Checker(BaseHTTPRequestHandler):
-    delay = 0.0
-
-    def do_POST(self):  # noqa: N802 -- the http.server hook
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         if any("slow" in t for t in body["texts"]):
             threading.Event().wait(1.0)
-        verdict = {"verdict": "block", "category": "policy", "reason": "no secrets"} if any(
-            "secret" in t for t in body["texts"]) else {"verdict": "redact", "texts": [t.upper() for t in body["texts"]]}
+        texts = body["texts"]
+        verdict = {"verdict": "redact", "texts": [t.upper() for t in texts]}
+        if any("secret" in t for t in texts):
+            verdict = {"verdict": "block", "category": "policy", "reason": "no secrets"}
         data = json.dumps(verdict).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(data)))
@@ -207,8 +212,10 @@ def checker():
 
 
 async def test_an_external_guard_redacts_blocks_and_times_out(checker):
-    policy = SafetyPolicy.model_validate({"guards": {"ext": {"kind": "http", "url": checker, "timeout_ms": 300}},
-                                          "profiles": {"p": {"input": ["ext"]}}, "select": [{"profile": "p"}]})  # fmt: skip
+    ext = {"kind": "http", "url": checker, "timeout_ms": 300}
+    policy = SafetyPolicy.model_validate(
+        {"guards": {"ext": ext}, "profiles": {"p": {"input": ["ext"]}}, "select": [{"profile": "p"}]}
+    )
     safety = Safety(policy)
     assert (await safety.for_call(_meta(), "m").request(_chat("quiet"))).messages[0].content == "QUIET"
     with pytest.raises(GatewayError, match="no secrets"):
@@ -252,7 +259,7 @@ async def test_an_email_split_across_chunks_is_redacted_and_text_flows_behind_th
     events = await _streamed(call, chunks)
     assert _text(events) == body.replace("carol.smith@example.com", "<EMAIL_1>")
     first = next(i for i, e in enumerate(events) if isinstance(e, TextDelta))
-    assert sum(len(c) for c in chunks[: first]) <= 64 + 2 * size + 5  # the first text went out once the window filled
+    assert sum(len(c) for c in chunks[:first]) <= 64 + 2 * size + 5  # the first text went out once the window filled
     assert events[-1].type == "finish" and events[-1].safety == "words=allow; pii=redacted:1"
 
 
