@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from gateway.providers.base import Target
@@ -77,6 +78,17 @@ def response_format_to_openai(request: ChatRequest) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": schema}
 
 
+def safety_identifier(request: ChatRequest) -> str | None:
+    """OpenAI's `safety_identifier`: the caller's own, else a hash of who the call is for (the end user of its org,
+    else the gateway key): stable per user, and neither name nor key leaves the gateway."""
+    if request.safety_identifier is not None:
+        return request.safety_identifier
+    meta = request.metadata
+    key_id = meta.principal.key_id if meta.principal is not None else None
+    who = f"user\0{meta.org}\0{meta.user}" if meta.user else f"key\0{key_id}" if key_id else None
+    return hashlib.sha256(f"llm-gateway\0{who}".encode()).hexdigest()[:32] if who else None
+
+
 def chat_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[str, Any]:
     """The keyword arguments for `client.chat.completions.create`."""
     params: dict[str, Any] = {
@@ -99,6 +111,8 @@ def chat_params(request: ChatRequest, target: Target, *, stream: bool) -> dict[s
         params["stop"] = list(request.stop)
     if (fmt := response_format_to_openai(request)) is not None:
         params["response_format"] = fmt
+    if (who := safety_identifier(request)) is not None:
+        params["safety_identifier"] = who
     if stream:
         params["stream"] = True
         params["stream_options"] = {"include_usage": True}  # forced: streamed calls must be billed exactly

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.providers.base import Target
-from gateway.providers.openai_chat import image_url
+from gateway.providers.openai_chat import image_url, safety_identifier
 from gateway.schema import (
     ChatRequest,
     EmbeddingsRequest,
@@ -98,6 +98,8 @@ def responses_params(request: ChatRequest, target: Target, *, stream: bool) -> d
         if fmt.strict is not None:
             spec["strict"] = fmt.strict
         params["text"] = {"format": spec}
+    if (who := safety_identifier(request)) is not None:
+        params["safety_identifier"] = who
     if stream:
         params["stream"] = True
     return params

@@ -189,6 +189,8 @@ class ChatRequest(_Frozen):
     response_format: ResponseFormat | None = None
     fallbacks: tuple[str, ...] = Field(default=(), max_length=8)  # the caller's own backup models, in order
     stream: bool = False
+    # the end user, as OpenAI's abuse detection sees them (the caller's own; else derived from the identity)
+    safety_identifier: str | None = Field(default=None, min_length=1, max_length=64)
     metadata: GatewayMetadata = GatewayMetadata()
 
     @model_validator(mode="after")

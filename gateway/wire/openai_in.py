@@ -11,7 +11,7 @@ from gateway.schema import ChatRequest, EmbeddingsRequest, GatewayError, validat
 from gateway.schema.chat import arguments_problem
 
 # Fields of the OpenAI chat API that we accept and ignore because they change nothing we do.
-_IGNORED_CHAT = frozenset({"user", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"})
+_IGNORED_CHAT = frozenset({"user", "store", "metadata", "service_tier", "prompt_cache_key"})
 _CHAT_FIELDS = frozenset(
     {
         "model",
@@ -33,6 +33,7 @@ _CHAT_FIELDS = frozenset(
         "gateway",
         "fallbacks",
         "models",
+        "safety_identifier",
         *_IGNORED_CHAT,
     }
 )
@@ -209,7 +210,7 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> tuple[ChatRequest, bool
     if not isinstance(backups, list) or not all(isinstance(m, str) for m in backups):
         raise validation_error("fallbacks", "must be a list of model names")
     data["fallbacks"] = [m for m in backups if m != data["model"]]
-    for key in ("parallel_tool_calls", "temperature", "top_p", "seed"):
+    for key in ("parallel_tool_calls", "temperature", "top_p", "seed", "safety_identifier"):
         if body.get(key) is not None:
             data[key] = body[key]
     try:

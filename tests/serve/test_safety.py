@@ -105,3 +105,12 @@ def test_the_redact_endpoint_answers_placeholders_and_spans(gateway_url):
     assert texts[1][span["start"] : span["end"]] == "4111 1111 1111 1111" and span["entity"] == "card"
     bad = httpx.post(f"{gateway_url}/v1/gateway/redact", headers=AUTH, json={"texts": ["x"], "entities": ["dna"]})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "entities.0"
+
+
+def test_openai_hears_a_hashed_end_user_as_its_safety_identifier(gateway_url, emulator):
+    marker = uuid.uuid4().hex[:8]
+    body = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": marker}]}
+    r = httpx.post(f"{gateway_url}/v1/chat/completions", headers={**AUTH, "x-gateway-user": "erin"}, json=body)
+    assert r.status_code == 200, r.text
+    sent = [r.body for r in emulator.recorder.requests if marker in str(r.body)]
+    assert len(sent) == 1 and len(sent[0]["safety_identifier"]) == 32 and "erin" not in sent[0]["safety_identifier"]

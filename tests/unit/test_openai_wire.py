@@ -229,3 +229,32 @@ def test_completion_and_base64_embeddings_encoding():
         "base64",
     )
     assert struct.unpack("<2f", base64.b64decode(emb["data"][0]["embedding"])) == (0.5, -1.0)
+
+
+def _with(body_extra: dict, headers: dict | None = None):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], **body_extra}
+    return openai_in.parse_chat(body, headers or {})[0]
+
+
+def test_the_callers_safety_identifier_reaches_openai_on_both_apis():
+    request = _with({"safety_identifier": "user-7f3a"})
+    assert chat_params(request, _target(), stream=False)["safety_identifier"] == "user-7f3a"
+    assert responses_params(request, _target("responses"), stream=False)["safety_identifier"] == "user-7f3a"
+
+
+def test_without_one_it_is_a_hash_of_the_end_user_stable_and_not_their_name():
+    def ident(org: str | None, user: str | None) -> str | None:
+        headers = {k: v for k, v in (("x-gateway-org", org), ("x-gateway-user", user)) if v is not None}
+        return chat_params(_with({}, headers), _target(), stream=False).get("safety_identifier")
+
+    alice = ident("acme", "alice")
+    assert alice is not None and len(alice) == 32 and "alice" not in alice
+    assert ident("acme", "alice") == alice  # stable
+    assert len({alice, ident("acme", "bob"), ident("beta", "alice")}) == 3  # per user, and per org
+    assert ident(None, None) is None  # nobody to name: not sent
+
+
+def test_a_safety_identifier_longer_than_openai_takes_is_a_400_naming_it():
+    with pytest.raises(GatewayError) as info:
+        _with({"safety_identifier": "x" * 65})
+    assert info.value.status_code == 400 and "safety_identifier" in info.value.message
