@@ -151,10 +151,16 @@ class CallSafety:
 
 
 async def _timed(guard: Guard, texts: list[str], stage: Stage, redactor: Redactor) -> tuple[list[str], Verdict]:
+    """The guard's answer within its timeout; a timeout or any error of the guard's own is GuardFailed."""
     try:
         return await asyncio.wait_for(guard.check(texts, stage, redactor), guard.spec.timeout_ms / 1000)
     except TimeoutError:
         raise GuardFailed(f"no verdict within {guard.spec.timeout_ms} ms") from None
+    except GuardFailed:
+        raise
+    except Exception as exc:  # a bug or a library error in a guard must not let the text through either
+        log.exception("safety: guard %s raised", guard.name)
+        raise GuardFailed(type(exc).__name__) from None
 
 
 async def _screened(events: AsyncIterator[StreamEvent], screen: StreamScreen | None,

@@ -270,3 +270,15 @@ async def test_streamed_tool_calls_are_released_whole_once_checked():
     events = await _streamed(call, ["ok"], pieces)
     calls = [e for e in events if isinstance(e, ToolCallDelta)]
     assert len(calls) == 1 and json.loads(calls[0].arguments) == {"to": "<EMAIL_1>"} and calls[0].name == "send"
+
+
+async def test_a_guard_that_raises_fails_closed(monkeypatch):
+    safety = Safety(SafetyPolicy.model_validate(POLICY))
+
+    def broken(self, text):
+        raise RuntimeError("detector bug")
+
+    monkeypatch.setattr(type(safety.guards["pii"]), "finding", broken)
+    with pytest.raises(GatewayError) as info:
+        await safety.for_call(_meta("acme", "k1"), "m").request(_chat("hello"))
+    assert info.value.kind is ErrorKind.GUARD_UNAVAILABLE and "RuntimeError" in info.value.message
