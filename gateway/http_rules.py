@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from gateway.budgets.policy import BudgetPolicy, usd_text
+from gateway.budgets.policy import Account, BudgetPolicy, usd_text
 from gateway.budgets.store import TotalRow
 from gateway.http_json import json_response, read_json
 from gateway.json_codec import dumps
@@ -135,8 +135,7 @@ def _page_size(raw: str | None) -> int:
 
 def _spend_row(row: TotalRow, policy: BudgetPolicy | None) -> dict[str, Any]:
     account, picos, tokens = row
-    budget, rest = account.split("|", 1)
-    key, window = rest.rsplit("|", 1)
+    budget, key, window = Account.parts(account)
     rule = policy.budgets.get(budget) if policy is not None else None
     limit_usd = usd_text(rule.limit_picos) if rule is not None and rule.limit_picos is not None else None
     return {"account": account, "budget": budget, "key": key, "window": window, "spent_usd": usd_text(picos),

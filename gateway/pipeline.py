@@ -131,9 +131,13 @@ class Pipeline:
             raise
 
     # --- complete -------------------------------------------------------------------------------------------
+    def _guards(self, request: ChatRequest | EmbeddingsRequest) -> CallSafety | None:
+        """The call's safety screening (None: no guard applies to this caller and model)."""
+        return self.safety.for_call(request.metadata, request.model) if self.safety is not None else None
+
     async def _screened(self, request: ChatRequest) -> tuple[ChatRequest, CallSafety | None]:
         """The input stage of the call's guards (before budgets and routing: a blocked call costs nothing)."""
-        call = self.safety.for_call(request.metadata, request.model) if self.safety is not None else None
+        call = self._guards(request)
         return (await call.request(request) if call is not None else request), call
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
@@ -244,7 +248,7 @@ class Pipeline:
     # --- embed ----------------------------------------------------------------------------------------------
     async def embed(self, request: EmbeddingsRequest) -> EmbeddingsResponse:
         started = time.perf_counter()
-        guards = self.safety.for_call(request.metadata, request.model) if self.safety is not None else None
+        guards = self._guards(request)
         if guards is not None:
             request = await guards.embeddings(request)
         plan = self._plans.embeddings(request)

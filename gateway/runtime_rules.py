@@ -162,9 +162,6 @@ class Overlay(Generic[M]):
         """A body as a rule of this kind (pydantic's ValidationError, or a ConfigError naming the field)."""
         return self._parse(body)
 
-    def rule(self, name: str) -> M | None:
-        return self.in_force().get(name)
-
     def install(self, rules: RuleSet) -> None:
         if rules.version <= self.version:
             return

@@ -104,6 +104,13 @@ class Account:
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.budget}|{self.key}|{self.window}")
 
+    @staticmethod
+    def parts(account_id: str) -> tuple[str, str, str]:
+        """(budget, key, window) of an account id (a key may hold `|` or `/`; budget names and windows do not)."""
+        budget, rest = account_id.split("|", 1)
+        key, window = rest.rsplit("|", 1)
+        return budget, key, window
+
 
 def accounts_for(policy: BudgetPolicy, meta: GatewayMetadata, now: datetime | None = None) -> list[Account]:
     """Every account a call with this metadata spends from (windows in UTC)."""

@@ -9,6 +9,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gateway.safety.guards import Guard, GuardFailed, Verdict
@@ -86,12 +87,12 @@ class CallSafety:
                 out, verdict = await _timed(guard, out, stage, self.redactor)
             except GuardFailed as exc:
                 verdict = self._failed(guard, stage, str(exc))
+            verdict = replace(verdict, ms=(time.perf_counter() - started) * 1000)
             self.verdicts.append(verdict)
             if verdict.outcome == "block":
                 log.info("safety: %s blocked at %s (%s)", guard.name, stage, verdict.category)
                 raise blocked(verdict)
-            log.debug("safety: %s at %s: %s in %.2f ms", guard.name, stage, verdict.outcome,
-                      (time.perf_counter() - started) * 1000)  # fmt: skip
+            log.debug("safety: %s at %s: %s in %.2f ms", guard.name, stage, verdict.outcome, verdict.ms)
         return out
 
     def _failed(self, guard: Guard, stage: Stage, why: str) -> Verdict:
